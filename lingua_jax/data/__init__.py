@@ -1,0 +1,1 @@
+"""Parallel corpora, evaluation text, tokenization and bucketing."""

@@ -1,0 +1,118 @@
+"""`LM`: a loaded model (Flax module, params, HF config) with jit-compiled forwards, and
+`load_pretrained`, which builds one from a local Hugging Face checkpoint directory.
+
+Shapes: B batch, T tokens, V vocabulary, M layers, F neurons per layer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lingua_jax import checkpoints
+from lingua_jax.models import Family, common, family_of
+
+
+@flax.struct.dataclass
+class LMOutput:
+    """logits [B, T, V] (None when not computed); neurons [B, M, T, F] ("full"), [B, M, F] float32
+    ("pooled", mean over each sequence's real tokens) or None."""
+
+    logits: jax.Array | None
+    neurons: jax.Array | None
+
+
+class LM:
+    """A causal LM with every MLP neuron exposed.
+
+    `lm(input_ids, attention_mask, neuron_mask=None, capture="none")` -> LMOutput; `lm.pooled(...)` ->
+    [B, M, F] float32 without computing logits. `neuron_mask` is True/1 where a neuron is zeroed: [M, F]
+    for the whole batch or [B, M, F] per example. `attention_mask` is 1 on real tokens; left or right
+    padding gives each sequence the results it has alone. One compile per input shape and mode.
+    """
+
+    def __init__(self, module: common.CausalLM, params: Any, config: Any, family: Family):
+        self.module = module
+        self.params = params
+        self.config = config
+        self.family = family.name
+        self._forward = jax.jit(self._apply, static_argnames=("capture", "output"))
+
+    @property
+    def spec(self) -> Any:
+        return self.module.spec
+
+    @property
+    def num_layers(self) -> int:
+        return self.spec.num_layers
+
+    @property
+    def num_neurons(self) -> int:
+        return self.spec.num_neurons
+
+    @property
+    def dtype(self) -> Any:
+        return self.module.dtype
+
+    def _apply(self, params, input_ids, attention_mask, neuron_mask, capture, output):
+        out, state = self.module.clone(capture=capture).apply(
+            {"params": params}, input_ids, attention_mask, neuron_mask, output=output, mutable=["intermediates"])
+        return out, common.collect_neurons(state.get("intermediates", {}), capture)
+
+    def _check(self, input_ids, attention_mask, neuron_mask):
+        input_ids = jnp.asarray(input_ids)
+        if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
+            raise ValueError(f"input_ids must be an integer array [B, T], got {input_ids.dtype}{input_ids.shape}")
+        attention_mask = (jnp.ones_like(input_ids) if attention_mask is None
+                          else jnp.asarray(attention_mask).astype(jnp.int32))
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids {input_ids.shape}")
+        if neuron_mask is not None:
+            neuron_mask = jnp.asarray(neuron_mask).astype(bool)
+            layers = (self.num_layers, self.num_neurons)
+            if neuron_mask.shape not in (layers, (input_ids.shape[0],) + layers):
+                raise ValueError(f"neuron_mask has shape {neuron_mask.shape}; expected {layers} (M, F) or "
+                                 f"{(input_ids.shape[0],) + layers} (B, M, F)")
+        return input_ids, attention_mask, neuron_mask
+
+    def __call__(self, input_ids, attention_mask=None, neuron_mask=None, capture: common.Capture = "none"
+                 ) -> LMOutput:
+        if capture not in common.CAPTURE_MODES:
+            raise ValueError(f"capture must be one of {common.CAPTURE_MODES}, got {capture!r}")
+        logits, neurons = self._forward(self.params, *self._check(input_ids, attention_mask, neuron_mask),
+                                        capture=capture, output="logits")
+        return LMOutput(logits=logits, neurons=neurons)
+
+    def pooled(self, input_ids, attention_mask=None, neuron_mask=None) -> jax.Array:
+        """float32 [B, M, F]: each layer's neurons averaged over each sequence's real tokens."""
+        _, neurons = self._forward(self.params, *self._check(input_ids, attention_mask, neuron_mask),
+                                   capture="pooled", output="none")
+        return neurons
+
+
+def build_module(config: Any, dtype: str | Any = "float32") -> tuple[common.CausalLM, Family]:
+    """The Flax module (and its Family) for an HF config."""
+    family = family_of(config)
+    return family.module_cls(family.spec_cls.from_hf(config), dtype=checkpoints.resolve_dtype(dtype)), family
+
+
+def param_shapes(module: common.CausalLM) -> Any:
+    """The params pytree of `module` as ShapeDtypeStructs (nothing allocated)."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(module.init, jax.random.key(0), ids, jnp.ones_like(ids))["params"]
+
+
+def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32") -> LM:
+    """Load a local Hugging Face checkpoint directory (config.json + safetensors or pytorch_model.bin).
+
+    `dtype` is "float32" or "bfloat16" (parameters and matmuls; reductions stay float32).
+    """
+    config = checkpoints.load_config(path)
+    module, family = build_module(config, dtype)
+    params = checkpoints.load_params(path, family, param_shapes(module), dtype=module.dtype)
+    return LM(module, params, config, family)

@@ -1,0 +1,164 @@
+"""BLOOM in Flax linen with the semantics of transformers' BloomForCausalLM.
+
+Parameter names mirror the HF checkpoint (transformer.word_embeddings, h.<i>.self_attention.
+query_key_value, mlp.dense_h_to_4h, ...), so loading is a rename and transpose. Neurons are the outputs
+of BLOOM's tanh GELU, F = 4 * hidden_size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lingua_jax.models import common
+
+
+@dataclasses.dataclass(frozen=True)
+class BloomSpec:
+    """The architecture fields of a BloomConfig that the forward depends on."""
+
+    vocab_size: int
+    hidden_size: int
+    num_heads: int
+    num_layers: int
+    layer_norm_epsilon: float = 1e-5
+    apply_residual_connection_post_layernorm: bool = False
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_hf(cls, config: Any) -> "BloomSpec":
+        return cls(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_heads=config.n_head,
+            num_layers=config.n_layer,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            apply_residual_connection_post_layernorm=config.apply_residual_connection_post_layernorm,
+            tie_word_embeddings=getattr(config, "tie_word_embeddings", True),
+        )
+
+    @property
+    def num_neurons(self) -> int:
+        return 4 * self.hidden_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """float32 [H]: ALiBi slopes for any head count, as HF's _get_alibi_slopes (also non powers of 2)."""
+    closest = 2 ** math.floor(math.log2(num_heads))
+    base = 2.0 ** (-(2.0 ** -(math.log2(closest) - 3)))
+    slopes = [base**p for p in range(1, closest + 1)]
+    if closest != num_heads:
+        extra_base = 2.0 ** (-(2.0 ** -(math.log2(2 * closest) - 3)))
+        remaining = min(closest, num_heads - closest)
+        slopes += [extra_base**p for p in range(1, 2 * remaining, 2)]
+    return np.asarray(slopes, dtype=np.float32)
+
+
+def bloom_gelu(x: jax.Array) -> jax.Array:
+    """BLOOM's tanh GELU with its exact constants (transformers' bloom_gelu_forward)."""
+    return x * 0.5 * (1.0 + jnp.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+
+
+class BloomAttention(nn.Module):
+    spec: BloomSpec
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, alibi: jax.Array, mask: jax.Array) -> jax.Array:
+        """x [B, T, D]; alibi float32 [B, H, 1, T]; mask bool [B, 1, T, T] -> [B, T, D] (no residual)."""
+        b, t, _ = x.shape
+        s = self.spec
+        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
+        fused = dense(3 * s.hidden_size, "query_key_value")(x).reshape(b, t, s.num_heads, 3, s.head_dim)
+        q, k, v = fused[..., 0, :], fused[..., 1, :], fused[..., 2, :]
+        context = common.dot_product_attention(q, k, v, mask, bias=alibi)
+        return dense(s.hidden_size, "dense")(context.reshape(b, t, s.hidden_size))
+
+
+class BloomMLP(nn.Module):
+    spec: BloomSpec
+    dtype: Any
+    capture: common.Capture
+
+    @nn.compact
+    def __call__(self, x, layer_mask, token_mask):
+        """x [B, T, D] -> [B, T, D] (no residual); neurons = GELU output [B, T, 4D]."""
+        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
+        h = bloom_gelu(dense(self.spec.num_neurons, "dense_h_to_4h")(x))
+        h = common.NeuronHook(self.capture, name="neurons")(h, layer_mask, token_mask)
+        return dense(self.spec.hidden_size, "dense_4h_to_h")(h)
+
+
+class BloomBlock(nn.Module):
+    spec: BloomSpec
+    dtype: Any
+    capture: common.Capture
+
+    @nn.compact
+    def __call__(self, hidden, layer_mask, alibi, mask, token_mask):
+        layer_norm = lambda name: nn.LayerNorm(
+            epsilon=self.spec.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.dtype, name=name)
+        post_ln_residual = self.spec.apply_residual_connection_post_layernorm
+        normed = layer_norm("input_layernorm")(hidden)
+        residual = normed if post_ln_residual else hidden
+        hidden = residual + BloomAttention(self.spec, self.dtype, name="self_attention")(normed, alibi, mask)
+        normed = layer_norm("post_attention_layernorm")(hidden)
+        residual = normed if post_ln_residual else hidden
+        hidden = residual + BloomMLP(self.spec, self.dtype, self.capture, name="mlp")(
+            normed, layer_mask, token_mask)
+        return hidden, None
+
+
+class BloomTransformer(nn.Module):
+    """BloomModel: embeddings, their LayerNorm, the scanned blocks `h`, ln_f."""
+
+    spec: BloomSpec
+    dtype: Any
+    capture: common.Capture
+
+    def setup(self):
+        s = self.spec
+        self.word_embeddings = nn.Embed(s.vocab_size, s.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
+        layer_norm = lambda: nn.LayerNorm(epsilon=s.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.dtype)
+        self.word_embeddings_layernorm = layer_norm()
+        self.ln_f = layer_norm()
+        self.h = common.layer_stack(BloomBlock, s.num_layers, num_broadcast=3)(s, self.dtype, self.capture)
+
+    def __call__(self, input_ids, attention_mask, neuron_mask, final_norm: bool):
+        s = self.spec
+        hidden = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
+        positions = common.positions_from_mask(attention_mask).astype(jnp.float32)
+        alibi = jnp.asarray(alibi_slopes(s.num_heads))[None, :, None, None] * positions[:, None, None, :]
+        hidden, _ = self.h(hidden, common.layer_masks(neuron_mask), alibi,
+                           common.causal_mask(attention_mask), attention_mask)
+        return self.ln_f(hidden) if final_norm else hidden
+
+    def attend(self, hidden):
+        return self.word_embeddings.attend(hidden)
+
+
+class BloomForCausalLM(common.CausalLM):
+    """BLOOM with its LM head, tied to the word embeddings unless the config unties it."""
+
+    spec: BloomSpec
+    dtype: Any = jnp.float32
+    capture: common.Capture = "none"
+
+    def setup(self):
+        self.transformer = BloomTransformer(self.spec, self.dtype, self.capture)
+        if not self.spec.tie_word_embeddings:
+            self.lm_head = nn.Dense(self.spec.vocab_size, use_bias=False, dtype=self.dtype,
+                                    param_dtype=self.dtype)
+
+    def backbone(self):
+        return self.transformer

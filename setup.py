@@ -1,0 +1,35 @@
+"""lingua_jax: language-specific neurons and cross-lingual alignment of multilingual LLMs in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lingua_jax",
+    version="0.1.0",
+    description=(
+        "JAX/Flax reimplementation of 'Converging to a Lingua Franca' (Zeng et al., COLING 2025): "
+        "key linguistic regions, LRDS/SADS and masked ablations for BLOOM and LLaMA."
+    ),
+    python_requires=">=3.11",
+    packages=find_packages(include=["lingua_jax", "lingua_jax.*"]),
+    package_data={"lingua_jax": ["data/parallel_sample/*", "assets/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.5",
+        "flax>=0.10",
+        "numpy>=1.26",
+        "transformers>=4.45",
+        "tokenizers>=0.20",
+        "safetensors>=0.4",
+        "orbax-checkpoint>=0.11",
+        "tensorstore>=0.1.70",
+        "absl-py>=2.0",
+        "ml-collections>=0.1.1",
+        "optax>=0.2",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        # torch is test-only: parity tests and reading pytorch_model.bin. Pinned: an unpinned torch pulls
+        # a multi-GB CUDA build.
+        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0"],
+    },
+)

@@ -1,0 +1,126 @@
+"""Flax BLOOM and LLaMA against PyTorch transformers on tiny random checkpoints (float32, 1e-4)."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import lingua_jax as lj
+import torch_reference as ref
+
+ATOL = 1e-4
+ALL = list(ref.CHECKPOINTS)
+
+
+def padded_batch(seed: int, lengths=(7, 4, 1, 6), side: str = "right"):
+    """Random token ids [B, T] and attention mask [B, T], T = max(lengths), padded on `side`."""
+    rng = np.random.RandomState(seed)
+    t = max(lengths)
+    ids = rng.randint(0, ref.VOCAB, (len(lengths), t)).astype(np.int32)
+    mask = np.zeros_like(ids)
+    for b, n in enumerate(lengths):
+        if side == "right":
+            mask[b, :n] = 1
+        else:
+            mask[b, t - n:] = 1
+    return ids, mask
+
+
+def valid(x, mask):
+    """Rows of x [B, T, ...] at real tokens, concatenated: [sum(mask), ...]."""
+    return np.asarray(x)[np.asarray(mask).astype(bool)]
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            path = checkpoint(name)
+            cache[name] = (lj.load_pretrained(path), ref.load_model(path))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_logits_and_neurons_match_pytorch(models, name, side):
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(0, side=side)
+    out = lm(ids, mask, capture="full")
+    logits, neurons = ref.forward(torch_model, ids, mask)
+    assert np.abs(logits).max() > 1.0, "the reference logits are too small for the test to mean anything"
+    np.testing.assert_allclose(valid(out.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
+    assert out.neurons.shape == (4, lm.num_layers, ids.shape[1], lm.num_neurons)
+    ours = np.swapaxes(np.asarray(out.neurons), 1, 2)  # [B, T, M, F]
+    np.testing.assert_allclose(valid(ours, mask), valid(np.swapaxes(neurons, 1, 2), mask), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_batch_equals_each_sequence_alone(models, name, side):
+    lm, _ = models(name)
+    ids, mask = padded_batch(1, side=side)
+    out = lm(ids, mask, capture="pooled")
+    pooled = lm.pooled(ids, mask)
+    np.testing.assert_allclose(pooled, out.neurons, atol=1e-6)
+    for b in range(ids.shape[0]):
+        alone = ids[b][mask[b].astype(bool)][None]
+        single = lm(alone, np.ones_like(alone), capture="full")
+        np.testing.assert_allclose(valid(out.logits[b:b + 1], mask[b:b + 1]), single.logits[0], atol=ATOL)
+        np.testing.assert_allclose(pooled[b], np.asarray(single.neurons[0]).mean(axis=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+def test_neuron_mask_matches_pytorch_hook(models, name):
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(2, side="left")
+    rng = np.random.RandomState(0)
+    neuron_mask = rng.rand(lm.num_layers, lm.num_neurons) < 0.3
+    out = lm(ids, mask, neuron_mask=neuron_mask, capture="full")
+    logits, neurons = ref.forward(torch_model, ids, mask, neuron_mask=neuron_mask)
+    unmasked, _ = ref.forward(torch_model, ids, mask)
+    assert np.abs(valid(logits - unmasked, mask)).max() > 1e-2, "the mask should change the logits"
+    np.testing.assert_allclose(valid(out.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
+    ours = np.swapaxes(np.asarray(out.neurons), 1, 2)
+    np.testing.assert_allclose(valid(ours, mask), valid(np.swapaxes(neurons, 1, 2), mask), atol=ATOL, rtol=0)
+    assert np.all(ours[:, :, neuron_mask] == 0)
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+def test_per_example_masks_equal_one_mask_at_a_time(models, name):
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(3, side="right")
+    rng = np.random.RandomState(1)
+    masks = rng.rand(ids.shape[0], lm.num_layers, lm.num_neurons) < 0.5
+    batched = lm(ids, mask, neuron_mask=masks, capture="pooled")
+    logits, _ = ref.forward(torch_model, ids, mask, neuron_mask=masks)
+    np.testing.assert_allclose(valid(batched.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
+    for b in range(ids.shape[0]):
+        one = lm(ids, mask, neuron_mask=masks[b], capture="pooled")
+        np.testing.assert_allclose(batched.logits[b], one.logits[b], atol=1e-5)
+        np.testing.assert_allclose(batched.neurons[b], one.neurons[b], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+def test_bfloat16_deviates_from_float32_no_more_than_pytorch(models, checkpoint, name):
+    """bf16 parameters and matmuls: the logit error against float32 is measured and compared with
+    the error of PyTorch's own bf16 forward of the same checkpoint."""
+    lm32, torch_model = models(name)
+    lm16 = lj.load_pretrained(checkpoint(name), dtype="bfloat16")
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(lm16.params)} == {np.dtype("bfloat16")}
+    ids, mask = padded_batch(4)
+    reference = valid(lm32(ids, mask).logits, mask)
+    ours = valid(lm16(ids, mask).logits, mask).astype(np.float32)
+    torch16, _ = ref.forward(ref.load_model(checkpoint(name)).to(torch.bfloat16), ids, mask)
+    theirs = valid(torch16, mask).astype(np.float32)
+    err, torch_err = np.abs(ours - reference).max(), np.abs(theirs - reference).max()
+    p32, p16 = np.asarray(lm32.pooled(ids, mask)), np.asarray(lm16.pooled(ids, mask))
+    assert p16.dtype == np.float32
+    pooled_err = np.abs(p16 - p32).max() / np.abs(p32).max()
+    print(f"{name} bf16 vs fp32: max |logit err| ours {err:.3g}, pytorch {torch_err:.3g} "
+          f"(logits up to {np.abs(reference).max():.3g}); pooled neurons max rel err {pooled_err:.3g}")
+    assert 0 < err < 2 * torch_err
+    assert 0 < pooled_err < 0.1

@@ -1,0 +1,123 @@
+"""The independent reference: tiny random HF checkpoints and PyTorch `transformers` forwards with
+forward hooks that read (and zero) the MLP neurons as METHOD.md defines them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+VOCAB = 101
+
+# name -> (config class, config kwargs, save kwargs). Heads: BLOOM 6 (not a power of two); LLaMA
+# grouped-query (4 query heads, 2 kv heads); tied and untied heads; single-file, sharded, .bin.
+CHECKPOINTS = {
+    "bloom": (transformers.BloomConfig, dict(hidden_size=48, n_head=6, n_layer=3), {}),
+    "bloom_postln_sharded": (
+        transformers.BloomConfig,
+        dict(hidden_size=32, n_head=4, n_layer=2, apply_residual_connection_post_layernorm=True),
+        dict(max_shard_size="20KB")),
+    "bloom_bin": (transformers.BloomConfig, dict(hidden_size=32, n_head=2, n_layer=2),
+                  dict(bin_shards=2)),
+    "llama_gqa_sharded": (
+        transformers.LlamaConfig,
+        dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, rope_theta=500.0, rms_norm_eps=1e-5),
+        dict(max_shard_size="40KB")),
+    "llama_tied": (
+        transformers.LlamaConfig,
+        dict(hidden_size=32, intermediate_size=80, num_hidden_layers=2, num_attention_heads=2,
+             tie_word_embeddings=True), {}),
+}
+
+
+def make_model(name: str, seed: int = 0) -> transformers.PreTrainedModel:
+    """A tiny random HF model whose every weight (norms included) is far from its default init, so a
+    wrong transpose, swapped parameter or missed bias changes the logits."""
+    config_cls, kwargs, _ = CHECKPOINTS[name]
+    config = config_cls(vocab_size=VOCAB, initializer_range=0.3, attn_implementation="eager", **kwargs)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
+                p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+def save_checkpoint(name: str, path: Path, seed: int = 0) -> Path:
+    """save_pretrained, or with `bin_shards=k` the pickle layout of BLOOM's intermediate checkpoints:
+    pytorch_model-0000i-of-0000k.bin files and pytorch_model.bin.index.json (pytorch_model.bin if k=1)."""
+    model = make_model(name, seed)
+    save = dict(CHECKPOINTS[name][2])
+    shards = save.pop("bin_shards", 0)
+    if not shards:
+        model.save_pretrained(path, **save)
+        return path
+    model.config.save_pretrained(path)
+    state = model.state_dict()
+    if shards == 1:
+        torch.save(state, path / "pytorch_model.bin")
+        return path
+    names = list(state)
+    weight_map = {}
+    for i, part in enumerate(np.array_split(np.arange(len(names)), shards)):
+        file = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        torch.save({names[j]: state[names[j]] for j in part}, path / file)
+        weight_map.update({names[j]: file for j in part})
+    (path / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return path
+
+
+def load_model(path: Path) -> transformers.PreTrainedModel:
+    return transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+
+
+def _mlps(model):
+    layers = model.transformer.h if model.config.model_type == "bloom" else model.model.layers
+    return [layer.mlp for layer in layers]
+
+
+@contextlib.contextmanager
+def neuron_hooks(model, neuron_mask=None):
+    """Record each layer's neurons [B, T, F] (after zeroing) while active; `neuron_mask` [M, F] or
+    [B, M, F] zeroes neurons with the reference's h * (1 - mask)."""
+    recorded = []
+    handles = []
+    for m, mlp in enumerate(_mlps(model)):
+        keep = None
+        if neuron_mask is not None:
+            layer = np.asarray(neuron_mask, dtype=np.float32)[..., m, :]
+            keep = 1.0 - torch.tensor(layer[:, None, :] if layer.ndim == 2 else layer)
+
+        def neurons(h, keep=keep):
+            h = h if keep is None else h * keep
+            recorded.append(h.detach().float().numpy().copy())
+            return h
+
+        if model.config.model_type == "bloom":
+            handles.append(mlp.gelu_impl.register_forward_hook(lambda mod, inp, out, f=neurons: f(out)))
+        else:
+            handles.append(mlp.down_proj.register_forward_pre_hook(lambda mod, inp, f=neurons: (f(inp[0]),)))
+    try:
+        yield recorded
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def forward(model, input_ids, attention_mask, neuron_mask=None):
+    """logits [B, T, V] and neurons [B, M, T, F] as numpy float32. LLaMA gets position ids from the
+    attention mask (as HF generate does), so left padding is exact."""
+    ids = torch.tensor(np.asarray(input_ids), dtype=torch.long)
+    mask = torch.tensor(np.asarray(attention_mask), dtype=torch.long)
+    kwargs = {}
+    if model.config.model_type == "llama":
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad(), neuron_hooks(model, neuron_mask) as recorded:
+        logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float().numpy()
+    return logits, np.stack(recorded, axis=1)
