@@ -64,7 +64,8 @@ class LM:
             {"params": params}, input_ids, attention_mask, neuron_mask, output=output, mutable=["intermediates"])
         return out, common.collect_neurons(state.get("intermediates", {}), capture)
 
-    def _check(self, input_ids, attention_mask, neuron_mask):
+    def check_inputs(self, input_ids, attention_mask=None, neuron_mask=None):
+        """Validated jnp inputs: int ids [B, T], int32 mask [B, T] (ones if None), bool neuron mask."""
         input_ids = jnp.asarray(input_ids)
         if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
             raise ValueError(f"input_ids must be an integer array [B, T], got {input_ids.dtype}{input_ids.shape}")
@@ -84,13 +85,13 @@ class LM:
                  ) -> LMOutput:
         if capture not in common.CAPTURE_MODES:
             raise ValueError(f"capture must be one of {common.CAPTURE_MODES}, got {capture!r}")
-        logits, neurons = self._forward(self.params, *self._check(input_ids, attention_mask, neuron_mask),
+        logits, neurons = self._forward(self.params, *self.check_inputs(input_ids, attention_mask, neuron_mask),
                                         capture=capture, output="logits")
         return LMOutput(logits=logits, neurons=neurons)
 
     def pooled(self, input_ids, attention_mask=None, neuron_mask=None) -> jax.Array:
         """float32 [B, M, F]: each layer's neurons averaged over each sequence's real tokens."""
-        _, neurons = self._forward(self.params, *self._check(input_ids, attention_mask, neuron_mask),
+        _, neurons = self._forward(self.params, *self.check_inputs(input_ids, attention_mask, neuron_mask),
                                    capture="pooled", output="none")
         return neurons
 

@@ -74,15 +74,17 @@ class BloomAttention(nn.Module):
     dtype: Any
 
     @nn.compact
-    def __call__(self, x: jax.Array, alibi: jax.Array, mask: jax.Array) -> jax.Array:
-        """x [B, T, D]; alibi float32 [B, H, 1, T]; mask bool [B, 1, T, T] -> [B, T, D] (no residual)."""
+    def __call__(self, x: jax.Array, layout: common.Layout, cache):
+        """x [B, T, D] -> ([B, T, D] without the residual, updated layer cache or None)."""
         b, t, _ = x.shape
         s = self.spec
         dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
         fused = dense(3 * s.hidden_size, "query_key_value")(x).reshape(b, t, s.num_heads, 3, s.head_dim)
-        q, k, v = fused[..., 0, :], fused[..., 1, :], fused[..., 2, :]
-        context = common.dot_product_attention(q, k, v, mask, bias=alibi)
-        return dense(s.hidden_size, "dense")(context.reshape(b, t, s.hidden_size))
+        k, v, cache = layout.update(cache, fused[..., 1, :], fused[..., 2, :])
+        slopes = jnp.asarray(alibi_slopes(s.num_heads))
+        alibi = slopes[None, :, None, None] * layout.key_positions[:, None, None, :].astype(jnp.float32)
+        context = common.dot_product_attention(fused[..., 0, :], k, v, layout.mask, bias=alibi)
+        return dense(s.hidden_size, "dense")(context.reshape(b, t, s.hidden_size)), cache
 
 
 class BloomMLP(nn.Module):
@@ -105,18 +107,20 @@ class BloomBlock(nn.Module):
     capture: common.Capture
 
     @nn.compact
-    def __call__(self, hidden, layer_mask, alibi, mask, token_mask):
+    def __call__(self, hidden, layer_inputs, layout: common.Layout):
+        layer_mask, cache = layer_inputs
         layer_norm = lambda name: nn.LayerNorm(
             epsilon=self.spec.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.dtype, name=name)
         post_ln_residual = self.spec.apply_residual_connection_post_layernorm
         normed = layer_norm("input_layernorm")(hidden)
         residual = normed if post_ln_residual else hidden
-        hidden = residual + BloomAttention(self.spec, self.dtype, name="self_attention")(normed, alibi, mask)
+        attended, cache = BloomAttention(self.spec, self.dtype, name="self_attention")(normed, layout, cache)
+        hidden = residual + attended
         normed = layer_norm("post_attention_layernorm")(hidden)
         residual = normed if post_ln_residual else hidden
         hidden = residual + BloomMLP(self.spec, self.dtype, self.capture, name="mlp")(
-            normed, layer_mask, token_mask)
-        return hidden, None
+            normed, layer_mask, layout.token_mask)
+        return hidden, cache
 
 
 class BloomTransformer(nn.Module):
@@ -132,16 +136,12 @@ class BloomTransformer(nn.Module):
         layer_norm = lambda: nn.LayerNorm(epsilon=s.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.dtype)
         self.word_embeddings_layernorm = layer_norm()
         self.ln_f = layer_norm()
-        self.h = common.layer_stack(BloomBlock, s.num_layers, num_broadcast=3)(s, self.dtype, self.capture)
+        self.h = common.layer_stack(BloomBlock, s.num_layers)(s, self.dtype, self.capture)
 
-    def __call__(self, input_ids, attention_mask, neuron_mask, final_norm: bool):
-        s = self.spec
+    def __call__(self, input_ids, layout, neuron_mask, cache, final_norm: bool):
         hidden = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
-        positions = common.positions_from_mask(attention_mask).astype(jnp.float32)
-        alibi = jnp.asarray(alibi_slopes(s.num_heads))[None, :, None, None] * positions[:, None, None, :]
-        hidden, _ = self.h(hidden, common.layer_masks(neuron_mask), alibi,
-                           common.causal_mask(attention_mask), attention_mask)
-        return self.ln_f(hidden) if final_norm else hidden
+        hidden, cache = self.h(hidden, (common.layer_masks(neuron_mask), cache), layout)
+        return (self.ln_f(hidden) if final_norm else hidden), cache
 
     def attend(self, hidden):
         return self.word_embeddings.attend(hidden)

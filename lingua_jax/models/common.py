@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -19,11 +20,45 @@ OUTPUT_MODES = ("logits", "hidden", "none")
 NEURONS = "neurons"  # name of the sown intermediate
 
 
-def causal_mask(attention_mask: jax.Array) -> jax.Array:
-    """bool [B, 1, T, T]: query t may see key s when s <= t and s is a real token."""
-    t = attention_mask.shape[-1]
-    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-    return causal[None, None] & attention_mask[:, None, None, :].astype(bool)
+@flax.struct.dataclass
+class Layout:
+    """Where a call's T new tokens sit among the S key slots, shared by every layer.
+
+    Without a KV cache S = T and the slots are the tokens. With one, the new tokens fill slots
+    [cache_index, cache_index + T) of a cache of S slots and `key_mask` marks every real token so far.
+    Positions count real tokens only (0, 1, 2, ... from the mask), so left padding is exact.
+    """
+
+    query_positions: jax.Array  # int32 [B, T]
+    key_positions: jax.Array  # int32 [B, S]
+    mask: jax.Array  # bool [B, 1, T, S]: causal and real keys only
+    token_mask: jax.Array  # [B, T]: 1 on the new real tokens (what pooling averages over)
+    cache_index: jax.Array | None  # int32 scalar, or None without a cache
+
+    @classmethod
+    def build(cls, key_mask: jax.Array, num_new: int, cache_index: jax.Array | None = None) -> "Layout":
+        """key_mask [B, S] (1 = real token); num_new = T; cache_index None means S == T, index 0."""
+        index = jnp.int32(0) if cache_index is None else cache_index
+        key_positions = positions_from_mask(key_mask)
+        query_slots = index + jnp.arange(num_new)
+        causal = query_slots[:, None] >= jnp.arange(key_mask.shape[-1])[None, :]
+        return cls(
+            query_positions=jax.lax.dynamic_slice_in_dim(key_positions, index, num_new, axis=1),
+            key_positions=key_positions,
+            mask=causal[None, None] & key_mask[:, None, None, :].astype(bool),
+            token_mask=jax.lax.dynamic_slice_in_dim(key_mask, index, num_new, axis=1),
+            cache_index=cache_index,
+        )
+
+    def update(self, cache: tuple[jax.Array, jax.Array] | None, k: jax.Array, v: jax.Array):
+        """Write the new keys/values [B, T, KV, hd] into the layer's cache [B, S, KV, hd] (if any);
+        returns the keys and values to attend over and the updated cache."""
+        if cache is None:
+            return k, v, None
+        start = (0, self.cache_index, 0, 0)
+        k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), start)
+        v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), start)
+        return k, v, (k, v)
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -85,18 +120,18 @@ def layer_masks(neuron_mask: jax.Array | None) -> jax.Array | None:
     return mask[:, None, :] if mask.ndim == 2 else jnp.swapaxes(mask, 0, 1)
 
 
-def layer_stack(block: type[nn.Module], num_layers: int, num_broadcast: int) -> type[nn.Module]:
+def layer_stack(block: type[nn.Module], num_layers: int) -> type[nn.Module]:
     """`block` scanned over layers: params and sown intermediates stack on a leading [M] axis.
 
-    The block's call is `(hidden, layer_mask, *broadcast) -> (hidden, None)`, where `layer_mask` is the
-    layer's slice of `layer_masks(...)` (or None) and the `num_broadcast` other arguments are shared
-    by every layer.
+    The block's call is `(hidden, (layer_mask, layer_cache), layout) -> (hidden, new_layer_cache)`:
+    `layer_mask` is the layer's slice of `layer_masks(...)`, `layer_cache` its (k, v) slice of the KV
+    cache [M, B, S, KV, hd] (either may be None), and the Layout is shared by every layer.
     """
     return nn.scan(
         block,
         variable_axes={"params": 0, "intermediates": 0},
         split_rngs={"params": True},
-        in_axes=(0,) + (nn.broadcast,) * num_broadcast,
+        in_axes=(0, nn.broadcast),
         length=num_layers,
     )
 
@@ -129,8 +164,8 @@ class RMSNorm(nn.Module):
 class CausalLM(nn.Module):
     """The call contract shared by BloomForCausalLM and LlamaForCausalLM.
 
-    Subclasses set up their backbone (returned by `backbone()`, with `__call__(input_ids,
-    attention_mask, neuron_mask, final_norm)` and `attend(hidden)`) and, when the config unties the
+    Subclasses set up their backbone (returned by `backbone()`, with `__call__(input_ids, layout,
+    neuron_mask, cache, final_norm) -> (hidden, cache)` and `attend(hidden)`) and, when the config unties the
     head, `lm_head`. `__call__(input_ids [B, T], attention_mask [B, T], neuron_mask [M, F] | [B, M, F]
     | None, output)` returns logits [B, T, V] ("logits"), the final normed hidden states [B, T, D]
     ("hidden") or None ("none"); with `capture` "pooled" or "full" the neurons are sown in
@@ -140,11 +175,18 @@ class CausalLM(nn.Module):
     def backbone(self) -> nn.Module:
         raise NotImplementedError
 
-    def __call__(self, input_ids, attention_mask, neuron_mask=None, output: Output = "logits"):
-        hidden = self.backbone()(input_ids, attention_mask, neuron_mask, final_norm=output != "none")
+    def __call__(self, input_ids, attention_mask, neuron_mask=None, output: Output = "logits",
+                 cache=None, cache_index=None):
+        """With a KV cache (k, v), each [M, B, S, KV, hd], `attention_mask` is the key mask [B, S]
+        over all slots, the T new tokens fill slots [cache_index, cache_index + T), and the result is
+        (output, updated cache)."""
+        layout = Layout.build(attention_mask, input_ids.shape[1], cache_index)
+        hidden, cache = self.backbone()(input_ids, layout, neuron_mask, cache, final_norm=output != "none")
         if output == "logits":
-            return self.logits(hidden)
-        return hidden if output == "hidden" else None
+            hidden = self.logits(hidden)
+        elif output == "none":
+            hidden = None
+        return hidden if cache is None else (hidden, cache)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """Final normed hidden states [..., D] -> logits [..., V]."""

@@ -89,19 +89,19 @@ class LlamaAttention(nn.Module):
     dtype: Any
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask):
-        """x [B, T, D]; cos, sin [B, T, hd]; mask bool [B, 1, T, T] -> [B, T, D]."""
+    def __call__(self, x, layout: common.Layout, cache):
+        """x [B, T, D] -> ([B, T, D] without the residual, updated layer cache or None)."""
         b, t, _ = x.shape
         s = self.spec
-        dense = lambda n, name, bias: nn.Dense(n, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype,
-                                               name=name)
-        q = dense(s.num_heads * s.head_dim, "q_proj", s.attention_bias)(x).reshape(b, t, s.num_heads, s.head_dim)
-        k = dense(s.num_kv_heads * s.head_dim, "k_proj", s.attention_bias)(x).reshape(
-            b, t, s.num_kv_heads, s.head_dim)
-        v = dense(s.num_kv_heads * s.head_dim, "v_proj", s.attention_bias)(x).reshape(
-            b, t, s.num_kv_heads, s.head_dim)
-        context = common.dot_product_attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v, mask)
-        return dense(s.hidden_size, "o_proj", s.attention_bias)(context.reshape(b, t, s.num_heads * s.head_dim))
+        dense = lambda n, name: nn.Dense(n, use_bias=s.attention_bias, dtype=self.dtype, param_dtype=self.dtype,
+                                         name=name)
+        heads = lambda n, name: dense(n * s.head_dim, name)(x).reshape(b, t, n, s.head_dim)
+        cos, sin = rotary_tables(layout.query_positions, s.head_dim, s.rope_theta)
+        q = apply_rotary(heads(s.num_heads, "q_proj"), cos, sin)
+        k = apply_rotary(heads(s.num_kv_heads, "k_proj"), cos, sin)
+        k, v, cache = layout.update(cache, k, heads(s.num_kv_heads, "v_proj"))
+        context = common.dot_product_attention(q, k, v, layout.mask)
+        return dense(s.hidden_size, "o_proj")(context.reshape(b, t, s.num_heads * s.head_dim)), cache
 
 
 class LlamaMLP(nn.Module):
@@ -127,13 +127,15 @@ class LlamaDecoderLayer(nn.Module):
     capture: common.Capture
 
     @nn.compact
-    def __call__(self, hidden, layer_mask, cos, sin, mask, token_mask):
+    def __call__(self, hidden, layer_inputs, layout: common.Layout):
+        layer_mask, cache = layer_inputs
         norm = lambda name: common.RMSNorm(self.spec.rms_norm_eps, self.dtype, name=name)
-        hidden = hidden + LlamaAttention(self.spec, self.dtype, name="self_attn")(
-            norm("input_layernorm")(hidden), cos, sin, mask)
+        attended, cache = LlamaAttention(self.spec, self.dtype, name="self_attn")(
+            norm("input_layernorm")(hidden), layout, cache)
+        hidden = hidden + attended
         hidden = hidden + LlamaMLP(self.spec, self.dtype, self.capture, name="mlp")(
-            norm("post_attention_layernorm")(hidden), layer_mask, token_mask)
-        return hidden, None
+            norm("post_attention_layernorm")(hidden), layer_mask, layout.token_mask)
+        return hidden, cache
 
 
 class LlamaModel(nn.Module):
@@ -146,16 +148,12 @@ class LlamaModel(nn.Module):
     def setup(self):
         s = self.spec
         self.embed_tokens = nn.Embed(s.vocab_size, s.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
-        self.layers = common.layer_stack(LlamaDecoderLayer, s.num_layers, num_broadcast=4)(
-            s, self.dtype, self.capture)
+        self.layers = common.layer_stack(LlamaDecoderLayer, s.num_layers)(s, self.dtype, self.capture)
         self.norm = common.RMSNorm(s.rms_norm_eps, self.dtype)
 
-    def __call__(self, input_ids, attention_mask, neuron_mask, final_norm: bool):
-        s = self.spec
-        cos, sin = rotary_tables(common.positions_from_mask(attention_mask), s.head_dim, s.rope_theta)
-        hidden, _ = self.layers(self.embed_tokens(input_ids), common.layer_masks(neuron_mask), cos, sin,
-                                common.causal_mask(attention_mask), attention_mask)
-        return self.norm(hidden) if final_norm else hidden
+    def __call__(self, input_ids, layout, neuron_mask, cache, final_norm: bool):
+        hidden, cache = self.layers(self.embed_tokens(input_ids), (common.layer_masks(neuron_mask), cache), layout)
+        return (self.norm(hidden) if final_norm else hidden), cache
 
     def attend(self, hidden):
         return self.embed_tokens.attend(hidden)

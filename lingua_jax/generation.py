@@ -1,0 +1,67 @@
+"""Greedy decoding with a KV cache, prefill and every step in one jit-compiled program.
+
+Shapes: B prompts, P padded prompt length (left padding), N new tokens, S = P + N cache slots.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lingua_jax.lm import LM
+
+
+def init_cache(lm: LM, batch: int, slots: int) -> tuple[jax.Array, jax.Array]:
+    """Zeroed keys and values, each [M, B, S, KV, hd] in the model's dtype."""
+    s = lm.spec
+    kv_heads = getattr(s, "num_kv_heads", s.num_heads)
+    shape = (s.num_layers, batch, slots, kv_heads, s.head_dim)
+    return jnp.zeros(shape, lm.dtype), jnp.zeros(shape, lm.dtype)
+
+
+@partial(jax.jit, static_argnames=("module", "max_new_tokens"))
+def _greedy(module, params, input_ids, attention_mask, neuron_mask, eos_id, pad_id, cache, max_new_tokens):
+    batch, prompt_len = input_ids.shape
+    key_mask = jnp.concatenate([attention_mask, jnp.zeros((batch, max_new_tokens), attention_mask.dtype)], 1)
+
+    def next_token(ids, key_mask, index, cache):
+        hidden, cache = module.apply({"params": params}, ids, key_mask, neuron_mask, output="hidden",
+                                     cache=cache, cache_index=index)
+        logits = module.apply({"params": params}, hidden[:, -1], method="logits")
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
+
+    token, cache = next_token(input_ids, key_mask, jnp.int32(0), cache)
+    done = token == eos_id
+    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
+
+    def step(i, carry):
+        out, token, done, key_mask, cache = carry
+        slot = prompt_len + i - 1  # where the previous token goes
+        key_mask = key_mask.at[:, slot].set(1)
+        token, cache = next_token(token[:, None], key_mask, slot, cache)
+        token = jnp.where(done, pad_id, token)  # finished sequences emit padding, as HF generate
+        return out.at[:, i].set(token), token, done | (token == eos_id), key_mask, cache
+
+    out, *_ = jax.lax.fori_loop(1, max_new_tokens, step, (out, token, done, key_mask, cache))
+    return out
+
+
+def greedy(lm: LM, input_ids, attention_mask, max_new_tokens: int, neuron_mask=None,
+           eos_token_id: int | None = None, pad_token_id: int = 0) -> np.ndarray:
+    """Greedy continuation of left-padded prompts input_ids [B, P] (attention_mask [B, P]).
+
+    Returns int32 [B, max_new_tokens]: the new tokens; after a sequence emits `eos_token_id` the rest
+    of its row is `pad_token_id`. `neuron_mask` [M, F] or [B, M, F] zeroes neurons in every step.
+    """
+    input_ids, attention_mask, neuron_mask = lm.check_inputs(input_ids, attention_mask, neuron_mask)
+    if np.any(np.asarray(attention_mask)[:, -1] == 0):
+        raise ValueError("prompts must be left-padded: the last position of every row must be a real token")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    cache = init_cache(lm, input_ids.shape[0], input_ids.shape[1] + max_new_tokens)
+    eos = -1 if eos_token_id is None else eos_token_id
+    return np.asarray(_greedy(lm.module, lm.params, input_ids, attention_mask, neuron_mask, jnp.int32(eos),
+                              jnp.int32(pad_token_id), cache, max_new_tokens=max_new_tokens))

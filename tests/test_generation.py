@@ -1,0 +1,57 @@
+"""Greedy decoding with the KV cache against transformers' generate (do_sample=False)."""
+
+import numpy as np
+import pytest
+import torch
+
+import lingua_jax as lj
+import torch_reference as ref
+from lingua_jax import generation
+
+NEW = 8
+
+
+def left_padded_prompts(seed=0, lengths=(6, 4, 2)):
+    rng = np.random.RandomState(seed)
+    p = max(lengths)
+    ids = np.zeros((len(lengths), p), np.int32)
+    mask = np.zeros_like(ids)
+    for b, n in enumerate(lengths):
+        ids[b, p - n:] = rng.randint(3, ref.VOCAB, n)
+        mask[b, p - n:] = 1
+    return ids, mask
+
+
+def hf_greedy(model, ids, mask, neuron_mask=None, eos=None):
+    with torch.no_grad(), ref.neuron_hooks(model, neuron_mask):
+        out = model.generate(torch.tensor(ids).long(), attention_mask=torch.tensor(mask).long(),
+                             max_new_tokens=NEW, min_new_tokens=NEW if eos is None else 0, do_sample=False,
+                             eos_token_id=eos, pad_token_id=0)
+    new = out[:, ids.shape[1]:].numpy()
+    return np.pad(new, ((0, 0), (0, NEW - new.shape[1])))  # HF stops early once every row is done
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+def test_greedy_equals_transformers_generate(checkpoint, name):
+    path = checkpoint(name)
+    lm, model = lj.load_pretrained(path), ref.load_model(path)
+    ids, mask = left_padded_prompts()
+    ours = generation.greedy(lm, ids, mask, NEW)
+    np.testing.assert_array_equal(ours, hf_greedy(model, ids, mask))
+
+    neuron_mask = np.random.RandomState(0).rand(lm.num_layers, lm.num_neurons) < 0.5
+    masked = generation.greedy(lm, ids, mask, NEW, neuron_mask=neuron_mask)
+    np.testing.assert_array_equal(masked, hf_greedy(model, ids, mask, neuron_mask))
+    assert not np.array_equal(masked, ours), "the mask should change some generated token"
+
+    eos = int(ours[0, NEW // 2])  # a token the first prompt emits midway: it stops there
+    stopped = generation.greedy(lm, ids, mask, NEW, eos_token_id=eos, pad_token_id=0)
+    np.testing.assert_array_equal(stopped, hf_greedy(model, ids, mask, eos=eos))
+    assert (stopped[0, NEW // 2 + 1:] == 0).all()
+
+
+def test_greedy_rejects_right_padding(checkpoint):
+    lm = lj.load_pretrained(checkpoint("bloom"))
+    ids, mask = left_padded_prompts()
+    with pytest.raises(ValueError, match="left-padded"):
+        generation.greedy(lm, ids, mask[:, ::-1], NEW)
