@@ -7,6 +7,7 @@ Shapes: B batch, T tokens, V vocabulary, M layers, F neurons per layer.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import flax.struct
@@ -36,8 +37,10 @@ class LM:
     padding gives each sequence the results it has alone. One compile per input shape and mode.
     """
 
-    def __init__(self, module: common.CausalLM, params: Any, config: Any, family: Family):
+    def __init__(self, module: common.CausalLM, params: Any, config: Any, family: Family,
+                 source: dict[str, Any] | None = None):
         self.module = module
+        self.source = source or {}  # what the weights are (path, dtype): reports and caches name it
         self.params = params
         self.config = config
         self.family = family.name
@@ -116,4 +119,5 @@ def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32") -> LM
     config = checkpoints.load_config(path)
     module, family = build_module(config, dtype)
     params = checkpoints.load_params(path, family, param_shapes(module), dtype=module.dtype)
-    return LM(module, params, config, family)
+    source = {"path": str(Path(path).resolve()), "dtype": jnp.dtype(module.dtype).name}
+    return LM(module, params, config, family, source)

@@ -13,15 +13,16 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
-    """checkpoint(name) -> the directory of a tiny random HF checkpoint (see torch_reference.CHECKPOINTS),
-    written once per session."""
-    from torch_reference import save_checkpoint
+    """checkpoint(name, vocab_size=101) -> the directory of a tiny random HF checkpoint (see
+    torch_reference.CHECKPOINTS), written once per session. A trained BPE tokenizer needs a vocab
+    above 260 (256 bytes + specials)."""
+    from torch_reference import VOCAB, save_checkpoint
 
     made = {}
 
-    def get(name):
-        if name not in made:
-            made[name] = save_checkpoint(name, tmp_path_factory.mktemp(name))
-        return made[name]
+    def get(name, vocab_size=VOCAB):
+        if (name, vocab_size) not in made:
+            made[name, vocab_size] = save_checkpoint(name, tmp_path_factory.mktemp(name), vocab_size=vocab_size)
+        return made[name, vocab_size]
 
     return get

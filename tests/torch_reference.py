@@ -35,11 +35,11 @@ CHECKPOINTS = {
 }
 
 
-def make_model(name: str, seed: int = 0) -> transformers.PreTrainedModel:
+def make_model(name: str, seed: int = 0, vocab_size: int = VOCAB) -> transformers.PreTrainedModel:
     """A tiny random HF model whose every weight (norms included) is far from its default init, so a
     wrong transpose, swapped parameter or missed bias changes the logits."""
     config_cls, kwargs, _ = CHECKPOINTS[name]
-    config = config_cls(vocab_size=VOCAB, initializer_range=0.3, attn_implementation="eager", **kwargs)
+    config = config_cls(vocab_size=vocab_size, initializer_range=0.3, attn_implementation="eager", **kwargs)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
@@ -49,10 +49,10 @@ def make_model(name: str, seed: int = 0) -> transformers.PreTrainedModel:
     return model
 
 
-def save_checkpoint(name: str, path: Path, seed: int = 0) -> Path:
+def save_checkpoint(name: str, path: Path, seed: int = 0, vocab_size: int = VOCAB) -> Path:
     """save_pretrained, or with `bin_shards=k` the pickle layout of BLOOM's intermediate checkpoints:
     pytorch_model-0000i-of-0000k.bin files and pytorch_model.bin.index.json (pytorch_model.bin if k=1)."""
-    model = make_model(name, seed)
+    model = make_model(name, seed, vocab_size)
     save = dict(CHECKPOINTS[name][2])
     shards = save.pop("bin_shards", 0)
     if not shards:

@@ -1,0 +1,28 @@
+"""Atomic file writes: a reader never sees a half-written result, and a killed run leaves none."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object] | bytes | str) -> Path:
+    """Write `path` through a temporary file in the same folder, renamed into place when complete.
+
+    `write` is the content (bytes or str, UTF-8) or a function that writes into the open binary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        try:
+            if callable(write):
+                write(f)
+            else:
+                f.write(write.encode() if isinstance(write, str) else write)
+        except BaseException:
+            os.unlink(f.name)
+            raise
+    os.replace(f.name, path)
+    return path
