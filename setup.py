@@ -17,7 +17,7 @@ setup(
         "jax>=0.5",
         "flax>=0.10",
         "numpy>=1.26",
-        "transformers>=4.45",
+        "transformers>=5.0",  # saved tokenizers use the v5 TokenizersBackend class
         "tokenizers>=0.20",
         "safetensors>=0.4",
         "orbax-checkpoint>=0.11",
