@@ -1,0 +1,331 @@
+"""Similarity, LRDS/SADS, contribution scores, z-scores and key linguistic regions (METHOD.md, eq. 5-13).
+
+Pure functions on arrays, usable without a model. Inputs: acts [N, M, F] (token-mean neurons of N
+samples, M layers, F neurons per layer), lang [N] and sem [N] labels (ints, or anything numpy can sort).
+Languages are the distinct values of `lang`, numbered 0..L-1 in sorted order of value: row l of every
+[L, ...] result belongs to the l-th smallest language label. `sem` labels are only compared for
+equality. Every language must have the same number n of samples (N = L·n).
+
+Labels and shapes are checked with numpy outside jit; the math runs under jit in float32, matmuls at
+HIGHEST precision (no bf16/TF32 passes), with jnp ops that also work with the neuron axis sharded.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+# --- validation (numpy, outside jit) -------------------------------------------------------------
+
+def _check_acts(acts: ArrayLike) -> tuple[int, int, int]:
+    """(N, M, F) of acts, or ValueError when acts is not 3-D."""
+    shape = np.shape(acts)
+    if len(shape) != 3:
+        raise ValueError(f"acts must be 3-D [N, M, F] (samples, layers, neurons); got shape {shape}")
+    return shape
+
+
+def _check_sim(sim: ArrayLike) -> int:
+    """N of a square similarity map S [N, N], or ValueError."""
+    shape = np.shape(sim)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"sim must be a square [N, N] matrix; got shape {shape}")
+    return shape[0]
+
+
+def _encode(
+    labels: ArrayLike, n: int, name: str, source: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """labels [N] -> (distinct values sorted, int32 codes [N] indexing them, count of each value)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"{name} has shape {labels.shape} but {source} has {n} samples; expected ({n},)")
+    values, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return values, codes.astype(np.int32), counts
+
+
+def _languages(lang: ArrayLike, n: int, source: str) -> tuple[np.ndarray, int]:
+    """lang [N] -> (language index 0..L-1 [N], L); at least two languages, all with the same count."""
+    values, codes, counts = _encode(lang, n, "lang", source)
+    if len(values) < 2:
+        raise ValueError(f"need at least two languages; lang has {len(values)}: {values.tolist()}")
+    if np.any(counts != counts[0]):
+        per_language = dict(zip(values.tolist(), counts.tolist()))
+        raise ValueError(f"every language needs the same number of samples; got {per_language}")
+    return codes, len(values)
+
+
+def _one_hot(codes: np.ndarray, num: int) -> np.ndarray:
+    """float32 [N, num] membership matrix."""
+    return np.eye(num, dtype=np.float32)[codes]
+
+
+# --- sentence vectors and similarity (eq. 5-7) ---------------------------------------------------
+
+@jax.jit
+def _unit(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = x.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(x * x, axis=-1))
+    return x / norm[..., None], norm
+
+
+def _unit_rows(x: ArrayLike) -> jax.Array:
+    """x [N, ..., D] divided by its L2 norm over D; ValueError for an all-zero or non-finite vector."""
+    unit, norm = _unit(x)
+    norm = np.asarray(norm)
+    bad = np.argwhere((norm == 0) | ~np.isfinite(norm))
+    if bad.size:
+        where = ", ".join(f"{axis} {i}" for axis, i in zip(("sample", "layer"), bad[0]))
+        raise ValueError(
+            f"{where}: activation vector is all zeros (or not finite) and cannot be normalised, "
+            f"e.g. an empty sentence ({len(bad)} such vector(s) in all)"
+        )
+    return unit
+
+
+def normalize(acts: ArrayLike) -> jax.Array:
+    """acts [N, M, F] -> a [N, M·F]: layers concatenated, each sample L2-normalised once (eq. 5-6)."""
+    n, _, _ = _check_acts(acts)
+    return _unit_rows(jnp.reshape(acts, (n, -1)))
+
+
+def normalize_layers(acts: ArrayLike) -> jax.Array:
+    """acts [N, M, F] -> [N, M, F] with each layer's block h̄_m(s) [F] L2-normalised on its own."""
+    _check_acts(acts)
+    return _unit_rows(acts)
+
+
+@jax.jit
+def _gram(a: jax.Array) -> jax.Array:
+    """[..., N, D] -> [..., N, N] dot products."""
+    return jnp.einsum("...id,...jd->...ij", a, a, precision=HIGHEST)
+
+
+def similarity(acts: ArrayLike) -> jax.Array:
+    """acts [N, M, F] -> S [N, N], S_ij = a(s_i)·a(s_j) on the normalised whole vectors (eq. 7)."""
+    return _gram(normalize(acts))
+
+
+# --- LRDS and SADS (eq. 8-9) ---------------------------------------------------------------------
+
+def _lrds_sads(sim: jax.Array, lang: jax.Array, sem: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """sim [N, N], label codes [N] -> (LRDS, SADS), from label-equality masks.
+
+    Each mask has a differing label, so i ≠ j holds in all of them. Both scores share the baseline
+    mean(S | different language, different semantics).
+    """
+    same_lang = lang[:, None] == lang[None, :]
+    same_sem = sem[:, None] == sem[None, :]
+
+    def mean(mask: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.where(mask, sim, 0.0)) / jnp.sum(mask)
+
+    baseline = mean(~same_lang & ~same_sem)
+    return mean(same_lang & ~same_sem) - baseline, mean(same_sem & ~same_lang) - baseline
+
+
+_lrds_sads_jit = jax.jit(_lrds_sads)
+
+
+def _divergences(sim: ArrayLike, lang: ArrayLike, sem: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    n = _check_sim(sim)
+    lang_codes, _ = _languages(lang, n, "sim")
+    _, sem_codes, _ = _encode(sem, n, "sem", "sim")
+    return _lrds_sads_jit(jnp.asarray(sim, jnp.float32), lang_codes, sem_codes)
+
+
+def lrds(sim: ArrayLike, lang: ArrayLike, sem: ArrayLike) -> float:
+    """Linguistic region development score of S [N, N] (eq. 8).
+
+    mean(S_ij | same lang, different sem) − mean(S_ij | different lang, different sem). Lower: more
+    language-agnostic.
+    """
+    return float(_divergences(sim, lang, sem)[0])
+
+
+def sads(sim: ArrayLike, lang: ArrayLike, sem: ArrayLike) -> float:
+    """Semantic alignment development score of S [N, N] (eq. 9).
+
+    mean(S_ij | same sem, different lang) − mean(S_ij | different sem, different lang). Higher: more
+    semantic alignment. NaN when no two samples of different languages share a sem label.
+    """
+    return float(_divergences(sim, lang, sem)[1])
+
+
+@jax.jit
+def _layerwise(a: jax.Array, lang: jax.Array, sem: jax.Array) -> tuple[jax.Array, jax.Array]:
+    sims = _gram(jnp.swapaxes(a, 0, 1))  # [M, N, N]
+    return jax.vmap(_lrds_sads, in_axes=(0, None, None))(sims, lang, sem)
+
+
+def layerwise(acts: ArrayLike, lang: ArrayLike, sem: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """acts [N, M, F] -> (LRDS [M], SADS [M]), each layer's block normalised on its own (paper Fig. 3).
+
+    Holds the M similarity maps [M, N, N] at once.
+    """
+    n, _, _ = _check_acts(acts)
+    lang_codes, _ = _languages(lang, n, "acts")
+    _, sem_codes, _ = _encode(sem, n, "sem", "acts")
+    return _layerwise(normalize_layers(acts), lang_codes, sem_codes)
+
+
+@jax.jit
+def _block_map(sim: jax.Array, members: jax.Array) -> jax.Array:
+    off_diagonal = 1.0 - jnp.eye(sim.shape[0], dtype=jnp.float32)
+    totals = jnp.einsum("il,ij,jk->lk", members, sim * off_diagonal, members, precision=HIGHEST)
+    pairs = jnp.einsum("il,ij,jk->lk", members, off_diagonal, members, precision=HIGHEST)
+    return totals / pairs
+
+
+def block_map(sim: ArrayLike, lang: ArrayLike) -> jax.Array:
+    """S [N, N] -> [L, L] mean similarity between the samples of language l and of language l'.
+
+    Diagonal blocks exclude i == j; off-diagonal blocks average all n² pairs, translations included.
+    """
+    codes, num = _languages(lang, _check_sim(sim), "sim")
+    return _block_map(jnp.asarray(sim, jnp.float32), _one_hot(codes, num))
+
+
+# --- contribution scores, z-scores, key regions (eq. 10-13) -------------------------------------
+
+@jax.jit
+def _language_sums(a: jax.Array, members: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a [N, K], members [N, L] -> (Σ_i a(s_i), Σ_i a(s_i)²) over each language's samples, [L, K]."""
+    sums = jnp.einsum("nl,nk->lk", members, a, precision=HIGHEST)
+    squares = jnp.einsum("nl,nk->lk", members, a * a, precision=HIGHEST)
+    return sums, squares
+
+
+def contribution_scores(acts: ArrayLike, lang: ArrayLike) -> jax.Array:
+    """acts [N, M, F] -> C [L, M, F], C_l(k) = Σ_{i<j} a_k(s_i) a_k(s_j) over language l's samples.
+
+    a is the normalised whole vector (eq. 6); computed in O(N·K) by the closed form, see
+    `contribution_scores_from_sums`.
+    """
+    n, m, f = _check_acts(acts)
+    codes, num = _languages(lang, n, "acts")
+    sums, squares = _language_sums(normalize(acts), _one_hot(codes, num))
+    return contribution_scores_from_sums(sums.reshape(num, m, f), squares.reshape(num, m, f))
+
+
+def contribution_scores_from_sums(sums: ArrayLike, sums_of_squares: ArrayLike) -> jax.Array:
+    """C = ((Σ_i a_k)² − Σ_i a_k²) / 2 from per-language running sums, each [L, M, F] -> [L, M, F].
+
+    sums[l] = Σ_{i in l} a(s_i) and sums_of_squares[l] = Σ_{i in l} a(s_i)², with a(s) the sample's
+    normalised whole vector reshaped to [M, F]; both can be accumulated batch by batch.
+    """
+    if np.shape(sums) != np.shape(sums_of_squares):
+        raise ValueError(
+            f"sums {np.shape(sums)} and sums_of_squares {np.shape(sums_of_squares)} must have the same shape"
+        )
+    return _closed_form(sums, sums_of_squares)
+
+
+@jax.jit
+def _closed_form(sums: jax.Array, squares: jax.Array) -> jax.Array:
+    sums = sums.astype(jnp.float32)
+    return (sums * sums - squares.astype(jnp.float32)) / 2
+
+
+@jax.jit
+def zscores(scores: ArrayLike) -> jax.Array:
+    """C [L, M, F] -> z [L, M, F] = (C − mean over languages) / population std over languages (ddof 0).
+
+    A neuron whose scores are equal in every language (std 0) gets NaN: it has no z-score. Language 0's
+    score is subtracted first (z is shift-invariant), so equal scores give a std of exactly 0 in float32.
+    """
+    scores = jnp.asarray(scores, jnp.float32)
+    shifted = scores - scores[:1]
+    centred = shifted - jnp.mean(shifted, axis=0)
+    std = jnp.sqrt(jnp.mean(centred * centred, axis=0))
+    return jnp.where(std > 0, centred / std, jnp.nan)
+
+
+@partial(jax.jit, static_argnums=1)
+def _top_fraction(z: jax.Array, count: int) -> jax.Array:
+    """bool [L, M, F]: each language's `count` neurons with the highest z (NaN never selected)."""
+    flat = z.reshape(z.shape[0], -1)
+    _, top = jax.lax.top_k(jnp.where(jnp.isnan(flat), -jnp.inf, flat), count)
+    picked = jnp.zeros(flat.shape, bool).at[jnp.arange(flat.shape[0])[:, None], top].set(True)
+    return (picked & ~jnp.isnan(flat)).reshape(z.shape)
+
+
+def key_regions_from_scores(scores: ArrayLike, threshold: float = 2.0) -> jax.Array:
+    """C [L, M, F] -> bool [L, M, F]: neuron k is in language l's key region (eq. 13).
+
+    threshold >= 1: z_l(k) > threshold (the paper's τ = 2). Since z <= √(L−1), a threshold at or above
+    √(L−1) is a ValueError, not an empty region.
+    0 < threshold < 1 (the reference's percentile mode): per language, the round(threshold·M·F)
+    neurons with the highest z. Neurons without a z-score (NaN) are in no region in either mode.
+    """
+    shape = np.shape(scores)
+    if len(shape) != 3:
+        raise ValueError(f"scores must be 3-D [L, M, F] (languages, layers, neurons); got shape {shape}")
+    num, m, f = shape
+    check_threshold(threshold, num, m * f)
+    if threshold < 1:
+        return _top_fraction(zscores(scores), round(threshold * m * f))
+    return zscores(scores) > threshold
+
+
+def check_threshold(threshold: float, num_languages: int, neurons: int) -> None:
+    """ValueError when `threshold` cannot select anything for `num_languages` and M*F `neurons`."""
+    if num_languages < 2:
+        raise ValueError(f"need at least two languages; got {num_languages}")
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0 (a z-score, or a fraction below 1); got {threshold}")
+    if threshold < 1:
+        if round(threshold * neurons) == 0:
+            raise ValueError(f"top fraction {threshold} of {neurons} neurons per language selects none")
+        return
+    reach = math.sqrt(num_languages - 1)
+    if threshold >= reach:
+        raise ValueError(
+            f"τ={threshold:g} is unreachable with {num_languages} languages: max z-score is "
+            f"√{num_languages - 1} = {round(reach, 3)}; use more languages or a lower threshold"
+        )
+
+
+def key_regions(acts: ArrayLike, lang: ArrayLike, threshold: float = 2.0) -> jax.Array:
+    """acts [N, M, F] -> bool [L, M, F] key linguistic regions; see `key_regions_from_scores`.
+    The threshold is checked before any work."""
+    n, m, f = _check_acts(acts)
+    check_threshold(threshold, _languages(lang, n, "acts")[1], m * f)
+    return key_regions_from_scores(contribution_scores(acts, lang), threshold)
+
+
+# --- region statistics ---------------------------------------------------------------------------
+
+def sklr(regions: ArrayLike) -> int:
+    """Size of key linguistic regions: Σ_l |region_l| over bool [L, M, F]."""
+    return int(jnp.sum(jnp.asarray(regions), dtype=jnp.int32))
+
+
+@jax.jit
+def counts_per_layer(regions: ArrayLike) -> jax.Array:
+    """bool [L, M, F] -> int32 [L, M]: key neurons of each language in each layer (Fig. 5-6)."""
+    return jnp.sum(regions, axis=-1, dtype=jnp.int32)
+
+
+@jax.jit
+def overlap(regions: ArrayLike) -> jax.Array:
+    """bool [L, M, F] -> int32 [L, L] intersection counts |region_l ∩ region_l'| (diagonal: sizes)."""
+    flat = jnp.reshape(regions, (regions.shape[0], -1)).astype(jnp.int32)
+    return jnp.einsum("lk,jk->lj", flat, flat, preferred_element_type=jnp.int32)
+
+
+@jax.jit
+def jaccard(regions: ArrayLike) -> jax.Array:
+    """bool [L, M, F] -> float32 [L, L] Jaccard index |r_l ∩ r_l'| / |r_l ∪ r_l'| (NaN: both empty)."""
+    shared = overlap(regions)
+    sizes = jnp.diagonal(shared)
+    union = sizes[:, None] + sizes[None, :] - shared
+    return jnp.where(union > 0, shared / jnp.maximum(union, 1), jnp.nan).astype(jnp.float32)
