@@ -4,7 +4,7 @@ The Flax modules name their parameters as the HF checkpoint does, so the mapping
 table: a Flax path (transformer, h, self_attention, query_key_value, kernel) with the layer stack `h`
 scanned to a leading [M] axis is HF's `transformer.h.<i>.self_attention.query_key_value.weight`,
 transposed (Dense kernels are [in, out], torch Linear weights [out, in]). Tensors are read one at a
-time (safetensors and torch's mmap), so host memory peaks near one copy of the model.
+time and by slice (safetensors and torch's mmap), so host memory peaks near one copy of the model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +54,8 @@ def resolve_dtype(dtype: str | Any) -> Any:
 
 
 class TensorReader:
-    """Name -> numpy tensor over one checkpoint: model.safetensors, sharded safetensors with their
-    index, or pytorch_model.bin (single or sharded, torch needed). Tensors are read lazily, one by one.
-    """
+    """Tensors of one checkpoint by name, read lazily and by slice: model.safetensors, sharded
+    safetensors with their index, or pytorch_model.bin (single or sharded, torch needed, mmapped)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -69,7 +68,7 @@ class TensorReader:
                 self._files = {name: self.path / f for name, f in weight_map.items()}
                 break
             if (self.path / weights).is_file():
-                self._files = {name: self.path / weights for name in self._names_in(self.path / weights)}
+                self._files = {name: self.path / weights for name in self._handle(self.path / weights).keys()}
                 break
         else:
             raise FileNotFoundError(
@@ -85,15 +84,18 @@ class TensorReader:
     def __contains__(self, name: str) -> bool:
         return name in self._files
 
-    def get(self, name: str) -> np.ndarray:
+    def shape(self, name: str) -> tuple[int, ...]:
+        handle = self._handle(self._files[name])
+        if isinstance(handle, dict):
+            return tuple(handle[name].shape)
+        return tuple(handle.get_slice(name).get_shape())
+
+    def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """tensor[index] as numpy; only that slice is read from disk."""
         handle = self._handle(self._files[name])
         if isinstance(handle, dict):  # torch state dict (mmapped)
-            return _torch_to_numpy(handle[name])
-        return handle.get_tensor(name)
-
-    def _names_in(self, file: Path) -> list[str]:
-        handle = self._handle(file)
-        return list(handle.keys())
+            return _torch_to_numpy(handle[name][index])
+        return handle.get_slice(name)[index]
 
     def _handle(self, file: Path) -> Any:
         if file not in self._open:
@@ -133,48 +135,51 @@ def hf_name(family: Family, path: tuple[str, ...], layer: int | None) -> tuple[s
     return ".".join(parts + [hf_leaf]), transpose
 
 
-def _flax_paths(tree: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
-    for keypath, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        yield tuple(k.key for k in keypath), leaf
+def load_params(path: str | os.PathLike, family: Family, shapes: Any, dtype: Any, shardings: Any) -> Any:
+    """Read an HF checkpoint into a params pytree shaped like `shapes` (a tree of ShapeDtypeStruct),
+    placed with `shardings` (a matching tree of jax Shardings).
 
-
-def load_params(path: str | os.PathLike, family: Family, shapes: Any, dtype: Any,
-                place: Callable[[tuple[str, ...], np.ndarray], jax.Array] = lambda p, x: jnp.asarray(x)) -> Any:
-    """Read an HF checkpoint into a params pytree shaped like `shapes` (a tree of ShapeDtypeStruct).
-
-    Each leaf is assembled on the host (stacked leaves layer by layer), handed to `place(path, array)`
-    (device_put, sharding) and dropped before the next, so the host holds one leaf at a time.
+    Every device's shard is read straight from the checkpoint (`jax.make_array_from_callback`), so a
+    process reads only the slices its devices hold and never assembles a whole tensor it does not keep.
     """
     reader = TensorReader(path)
     prefix = family.base_prefix + "."
     has_prefix = any(n.startswith(prefix) for n in reader.names())
     used: set[str] = set()
 
-    def read(name: str, transpose: bool, expected: tuple[int, ...]) -> np.ndarray:
-        stored = name if has_prefix or not name.startswith(prefix) else name[len(prefix):]
-        if stored not in reader:
-            raise KeyError(f"checkpoint {str(path)!r} has no tensor {stored!r}")
-        used.add(stored)
-        tensor = reader.get(stored)
-        tensor = tensor.T if transpose else tensor
-        if tensor.shape != expected:
-            raise ValueError(f"tensor {stored!r} has shape {tuple(tensor.shape)} but the config implies "
-                             f"{expected}{' (after transposing)' if transpose else ''}")
-        return tensor
+    def stored(fpath: tuple[str, ...], layer: int | None, expected: tuple[int, ...]) -> tuple[str, bool]:
+        name, transpose = hf_name(family, fpath, layer)
+        name = name if has_prefix or not name.startswith(prefix) else name[len(prefix):]
+        if name not in reader:
+            raise KeyError(f"checkpoint {str(path)!r} has no tensor {name!r}")
+        shape = reader.shape(name)
+        if (shape[::-1] if transpose else shape) != expected:
+            raise ValueError(f"tensor {name!r} has shape {shape} but the config implies "
+                             f"{expected[::-1] if transpose else expected}")
+        used.add(name)
+        return name, transpose
 
-    leaves = []
-    for fpath, shape in _flax_paths(shapes):
-        host = np.empty(shape.shape, dtype=dtype)
-        if family.stack in fpath:
-            for layer in range(shape.shape[0]):
-                host[layer] = read(*hf_name(family, fpath, layer), shape.shape[1:])
-        else:
-            host[...] = read(*hf_name(family, fpath, None), shape.shape)
-        leaves.append(place(fpath, host))
-        del host
+    def leaf(fpath: tuple[str, ...], shape: jax.ShapeDtypeStruct, sharding: Any) -> jax.Array:
+        stacked = family.stack in fpath
+        per_layer = shape.shape[1:] if stacked else shape.shape
+        names = ([stored(fpath, i, per_layer) for i in range(shape.shape[0])] if stacked
+                 else [stored(fpath, None, per_layer)])
+
+        def read(index: tuple[slice, ...]) -> np.ndarray:
+            index = tuple(index) + (slice(None),) * (len(shape.shape) - len(index))
+            layers = names[index[0]] if stacked else names
+            inner = index[1:] if stacked else index
+            parts = [(reader.read(n, inner[::-1]).T if t else reader.read(n, inner)).astype(dtype)
+                     for n, t in layers]
+            return np.stack(parts) if stacked else parts[0]
+
+        return jax.make_array_from_callback(shape.shape, sharding, read, dtype=dtype)
+
+    flat, tree = jax.tree_util.tree_flatten_with_path(shapes)
+    leaves = [leaf(tuple(k.key for k in kp), s, sh)
+              for (kp, s), sh in zip(flat, jax.tree_util.tree_leaves(shardings))]
     unused = [n for n in reader.names() if n not in used and not n.endswith(IGNORED_SUFFIXES)
               and n != "lm_head.weight"]  # a tied head may be stored too
     if unused:
         logging.warning("checkpoint %s: %d tensors not used: %s", path, len(unused), unused[:8])
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), leaves)
-
+    return jax.tree_util.tree_unflatten(tree, leaves)

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lingua_jax import checkpoints
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lingua_jax import checkpoints, sharding
 from lingua_jax.models import Family, common, family_of
 
 
@@ -38,8 +40,9 @@ class LM:
     """
 
     def __init__(self, module: common.CausalLM, params: Any, config: Any, family: Family,
-                 source: dict[str, Any] | None = None):
+                 source: dict[str, Any] | None = None, mesh: Mesh | None = None):
         self.module = module
+        self.mesh = mesh
         self.source = source or {}  # what the weights are (path, dtype): reports and caches name it
         self.params = params
         self.config = config
@@ -82,7 +85,20 @@ class LM:
             if neuron_mask.shape not in (layers, (input_ids.shape[0],) + layers):
                 raise ValueError(f"neuron_mask has shape {neuron_mask.shape}; expected {layers} (M, F) or "
                                  f"{(input_ids.shape[0],) + layers} (B, M, F)")
-        return input_ids, attention_mask, neuron_mask
+        per_example = neuron_mask is not None and neuron_mask.ndim == 3
+        return (self.place(input_ids), self.place(attention_mask),
+                self.place(neuron_mask, batched=per_example))
+
+    def place(self, x: jax.Array | None, batched: bool = True) -> jax.Array | None:
+        """On a mesh: `x` [B, ...] split over "data" (batched) or replicated; otherwise unchanged."""
+        if self.mesh is None or x is None:
+            return x
+        if not batched:
+            return jax.device_put(x, NamedSharding(self.mesh, PartitionSpec()))
+        if x.shape[0] % self.mesh.shape["data"]:
+            raise ValueError(f"a batch of {x.shape[0]} rows does not divide over the mesh's data axis "
+                             f"({self.mesh.shape['data']}): use a batch size that is a multiple of it")
+        return jax.device_put(x, sharding.batch_sharding(self.mesh))
 
     def __call__(self, input_ids, attention_mask=None, neuron_mask=None, capture: common.Capture = "none"
                  ) -> LMOutput:
@@ -111,13 +127,23 @@ def param_shapes(module: common.CausalLM) -> Any:
     return jax.eval_shape(module.init, jax.random.key(0), ids, jnp.ones_like(ids))["params"]
 
 
-def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32") -> LM:
+def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32", mesh: Mesh | None = None,
+                    fsdp: bool = False) -> LM:
     """Load a local Hugging Face checkpoint directory (config.json + safetensors or pytorch_model.bin).
 
-    `dtype` is "float32" or "bfloat16" (parameters and matmuls; reductions stay float32).
+    `dtype` is "float32" or "bfloat16" (parameters and matmuls; reductions stay float32). With a
+    ("data", "model") `mesh` (see `sharding.make_mesh`) the parameters are split by the partition
+    rules of `lingua_jax.sharding` (`fsdp` also splits them over "data"), each device's shard read
+    straight from the checkpoint, and every forward runs with the batch split over "data".
     """
     config = checkpoints.load_config(path)
     module, family = build_module(config, dtype)
-    params = checkpoints.load_params(path, family, param_shapes(module), dtype=module.dtype)
+    shapes = param_shapes(module)
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree_util.tree_map(lambda _: device, shapes)
+    else:
+        shardings = sharding.param_shardings(shapes, module.spec, mesh, fsdp)
+    params = checkpoints.load_params(path, family, shapes, module.dtype, shardings)
     source = {"path": str(Path(path).resolve()), "dtype": jnp.dtype(module.dtype).name}
-    return LM(module, params, config, family, source)
+    return LM(module, params, config, family, source, mesh)
