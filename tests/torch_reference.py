@@ -28,6 +28,12 @@ CHECKPOINTS = {
         dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
              num_key_value_heads=2, rope_theta=500.0, rms_norm_eps=1e-5),
         dict(max_shard_size="40KB")),
+    # Head counts and widths that divide a model axis of 8 (LLaMA's 4 kv heads do not: replicated).
+    "bloom_mesh": (transformers.BloomConfig, dict(hidden_size=64, n_head=8, n_layer=2), {}),
+    "llama_mesh": (
+        transformers.LlamaConfig,
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=8,
+             num_key_value_heads=4), dict(max_shard_size="40KB")),
     "llama_tied": (
         transformers.LlamaConfig,
         dict(hidden_size=32, intermediate_size=80, num_hidden_layers=2, num_attention_heads=2,

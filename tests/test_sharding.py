@@ -1,0 +1,73 @@
+"""Forwards on (data, model) meshes of 8 fake CPU devices equal the single-device results."""
+
+import jax
+import numpy as np
+import pytest
+
+import lingua_jax as lj
+from lingua_jax import sharding
+
+MESHES = [(8, 1), (4, 2), (2, 4), (1, 8)]
+VOCAB = 128  # divides every model axis
+
+
+def assert_close(actual, desired, tol=1e-5):
+    """Max deviation within `tol` of the largest value: reductions split across devices add in another
+    order, and with these large random weights float32 rounding grows through the layers."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    assert np.abs(actual - desired).max() <= tol * np.abs(desired).max()
+
+
+def batch(seed=0):
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(0, VOCAB, (8, 9)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[:3, :4] = 0  # left padding
+    mask[5:, 6:] = 0  # right padding
+    return ids, mask
+
+
+@pytest.fixture(scope="module", params=["bloom_mesh", "llama_mesh"])
+def single(request, checkpoint):
+    path = checkpoint(request.param, VOCAB)
+    lm = lj.load_pretrained(path)
+    ids, mask = batch()
+    neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
+    return path, lm(ids, mask, capture="pooled"), lm(ids, mask, neuron_mask=neuron_mask), neuron_mask
+
+
+@pytest.mark.parametrize("shape", MESHES)
+def test_mesh_forward_equals_single_device(single, shape):
+    assert len(jax.devices()) == 8
+    path, reference, masked, neuron_mask = single
+    lm = lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
+    ids, mask = batch()
+    out = lm(ids, mask, capture="pooled")
+    assert_close(out.logits, reference.logits)
+    assert_close(out.neurons, reference.neurons)
+    assert_close(lm.pooled(ids, mask), reference.neurons)
+    assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, masked.logits)
+    up = lm.params["transformer"]["h"]["mlp"]["dense_h_to_4h"] if lm.family == "bloom" else \
+        lm.params["model"]["layers"]["mlp"]["up_proj"]
+    assert up["kernel"].sharding.spec == jax.sharding.PartitionSpec(None, None, "model")
+    assert len(up["kernel"].addressable_shards[0].data.shape) == 3
+    assert up["kernel"].addressable_shards[0].data.shape[-1] == lm.num_neurons // shape[1]
+
+
+def test_fsdp_also_splits_over_data(checkpoint):
+    lm = lj.load_pretrained(checkpoint("bloom_mesh", VOCAB), mesh=sharding.make_mesh((2, 4)), fsdp=True)
+    qkv = lm.params["transformer"]["h"]["self_attention"]["query_key_value"]["kernel"]
+    assert qkv.sharding.spec == jax.sharding.PartitionSpec(None, "data", "model")
+    reference = lj.load_pretrained(checkpoint("bloom_mesh", VOCAB))
+    ids, mask = batch()
+    assert_close(lm.pooled(ids, mask), reference.pooled(ids, mask))
+
+
+def test_indivisible_heads_and_batches_are_clear_errors(checkpoint):
+    with pytest.raises(ValueError, match="num_heads=6 is not divisible by the mesh's model axis"):
+        lj.load_pretrained(checkpoint("bloom", 128), mesh=sharding.make_mesh((2, 4)))
+    lm = lj.load_pretrained(checkpoint("bloom_mesh", VOCAB), mesh=sharding.make_mesh((4, 2)))
+    with pytest.raises(ValueError, match="batch of 6 rows does not divide over the mesh's data axis"):
+        lm.pooled(np.zeros((6, 5), np.int32))
+    with pytest.raises(ValueError, match="does not fit 8 devices"):
+        sharding.make_mesh((3, 2))
