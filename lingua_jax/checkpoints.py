@@ -183,3 +183,20 @@ def load_params(path: str | os.PathLike, family: Family, shapes: Any, dtype: Any
     if unused:
         logging.warning("checkpoint %s: %d tensors not used: %s", path, len(unused), unused[:8])
     return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+def save_params(params: Any, family: Family, path: str | os.PathLike) -> Path:
+    """Write a params pytree as HF's model.safetensors (the inverse of `load_params`)."""
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for keypath, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        fpath = tuple(k.key for k in keypath)
+        value = np.asarray(jax.device_get(leaf))
+        for layer, array in (enumerate(value) if family.stack in fpath else [(None, value)]):
+            name, transpose = hf_name(family, fpath, layer)
+            tensors[name] = np.ascontiguousarray(array.T if transpose else array)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path / "model.safetensors"

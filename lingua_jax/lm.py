@@ -6,6 +6,7 @@ Shapes: B batch, T tokens, V vocabulary, M layers, F neurons per layer.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,17 @@ def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32", mesh:
     params = checkpoints.load_params(path, family, shapes, module.dtype, shardings)
     source = {"path": str(Path(path).resolve()), "dtype": jnp.dtype(module.dtype).name}
     return LM(module, params, config, family, source, mesh)
+
+
+def save_pretrained(lm: LM, path: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Export `lm` as a Hugging Face checkpoint directory: config.json and model.safetensors (plus the
+    tokenizer's files when given), loadable by `transformers` and by `load_pretrained`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = copy.deepcopy(lm.config)
+    config.torch_dtype = config.dtype = jnp.dtype(lm.dtype).name
+    config.save_pretrained(path)
+    checkpoints.save_params(lm.params, family_of(lm.config), path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path

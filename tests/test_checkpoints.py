@@ -104,3 +104,15 @@ def test_bad_call_arguments(checkpoint):
         lm(ids, np.ones((2, 4)))
     with pytest.raises(ValueError, match="capture must be one of"):
         lm(ids, capture="mean")
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded", "llama_tied"])
+def test_save_pretrained_round_trips_through_transformers(checkpoint, tmp_path, name):
+    import torch_reference as ref
+
+    lm = lj.load_pretrained(checkpoint(name))
+    out = lj.save_pretrained(lm, tmp_path / "export")
+    ids = np.arange(12, dtype=np.int32).reshape(2, 6)
+    torch_logits, _ = ref.forward(ref.load_model(out), ids, np.ones_like(ids))
+    np.testing.assert_allclose(logits(lm), torch_logits, atol=1e-4)
+    np.testing.assert_array_equal(logits(lj.load_pretrained(out)), logits(lm))
