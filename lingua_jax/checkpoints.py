@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +68,7 @@ class TensorReader:
                 self._files = {name: self.path / f for name, f in weight_map.items()}
                 break
             if (self.path / weights).is_file():
-                self._files = {name: self.path / weights for name in self._handle(self.path / weights).keys()}
+                self._files = {name: self.path / weights for name in _tensor_names(self.path / weights)}
                 break
         else:
             raise FileNotFoundError(
@@ -77,6 +77,7 @@ class TensorReader:
         for f in sorted(set(self._files.values())):
             if not f.is_file():
                 raise FileNotFoundError(f"weight file {str(f)!r} listed in the index is missing")
+        self._torch = weights.endswith(".bin")
 
     def names(self) -> list[str]:
         return sorted(self._files)
@@ -85,26 +86,32 @@ class TensorReader:
         return name in self._files
 
     def shape(self, name: str) -> tuple[int, ...]:
-        handle = self._handle(self._files[name])
-        if isinstance(handle, dict):
-            return tuple(handle[name].shape)
-        return tuple(handle.get_slice(name).get_shape())
+        return self._apply(name, lambda t: tuple(t.get_shape() if hasattr(t, "get_shape") else t.shape))
 
     def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
         """tensor[index] as numpy; only that slice is read from disk."""
-        handle = self._handle(self._files[name])
-        if isinstance(handle, dict):  # torch state dict (mmapped)
-            return _torch_to_numpy(handle[name][index])
-        return handle.get_slice(name)[index]
+        return self._apply(name, lambda t: _torch_to_numpy(t[index]) if self._torch else t[index])
 
-    def _handle(self, file: Path) -> Any:
-        if file not in self._open:
-            if file.suffix == ".safetensors":
-                from safetensors import safe_open
-                self._open[file] = safe_open(str(file), framework="numpy")
-            else:
+    def _apply(self, name: str, fn: Callable[[Any], Any]) -> Any:
+        """fn(the tensor `name`, lazily: a safetensors slice or an mmapped torch tensor). Safetensors
+        files are opened per read: their mapped pages leave the process again, so reading a whole
+        checkpoint does not add a second copy of the model to its resident memory."""
+        file = self._files[name]
+        if self._torch:
+            if file not in self._open:
                 self._open[file] = _torch_load(file)
-        return self._open[file]
+            return fn(self._open[file][name])
+        from safetensors import safe_open
+        with safe_open(str(file), framework="numpy") as f:
+            return fn(f.get_slice(name))
+
+
+def _tensor_names(file: Path) -> list[str]:
+    if file.suffix == ".bin":
+        return list(_torch_load(file))
+    from safetensors import safe_open
+    with safe_open(str(file), framework="numpy") as f:
+        return list(f.keys())
 
 
 def _torch_load(file: Path) -> dict[str, Any]:
@@ -200,3 +207,30 @@ def save_params(params: Any, family: Family, path: str | os.PathLike) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     return path / "model.safetensors"
+
+
+ORBAX_PARAMS = "params"  # an orbax checkpoint directory is config.json + params/ (orbax StandardCheckpointer)
+
+
+def is_orbax(path: str | os.PathLike) -> bool:
+    return (Path(path) / ORBAX_PARAMS / "_CHECKPOINT_METADATA").is_file()
+
+
+def save_orbax(params: Any, path: str | os.PathLike) -> Path:
+    """Write a params pytree, with its sharding, as an orbax checkpoint in `path`/params."""
+    import orbax.checkpoint as ocp
+
+    target = Path(path).resolve() / ORBAX_PARAMS
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(target, params, force=True)
+    checkpointer.wait_until_finished()
+    return target
+
+
+def load_orbax(path: str | os.PathLike, shapes: Any, dtype: Any, shardings: Any) -> Any:
+    """Restore `path`/params onto `shardings` (any mesh shape, not only the one it was saved from)."""
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, dtype, sharding=sh),
+                                      shapes, shardings)
+    return ocp.StandardCheckpointer().restore(Path(path).resolve() / ORBAX_PARAMS, abstract)

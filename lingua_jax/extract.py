@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+import jax
+
+from lingua_jax import sharding
 from lingua_jax.data import ParallelCorpus, batch_texts
 from lingua_jax.io import write_atomic
 from lingua_jax.lm import LM
@@ -44,7 +47,7 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
     batches = batch_texts(tokenizer, corpus.texts, batch_size, add_special_tokens=add_special_tokens, **batching)
     logging.info("extracting %d sentences in %d batches of %d shapes %s", batches.num_samples, len(batches),
                  len(batches.shapes), batches.shapes)
-    outputs = [np.asarray(lm.pooled(b.input_ids, b.attention_mask))
+    outputs = [sharding.to_host(lm.pooled(b.input_ids, b.attention_mask))
                for b in progress(batches, len(batches), "pooled activations")]
     metadata = {"languages": list(corpus.languages), "n": corpus.n, "texts_sha256": _texts_hash(corpus),
                 "add_special_tokens": add_special_tokens, "batch_shapes": [list(s) for s in batches.shapes],
@@ -63,7 +66,8 @@ def extract_cached(directory: str | os.PathLike, lm: LM, tokenizer: Any, corpus:
         return load(directory)
     activations = extract(lm, tokenizer, corpus, **options)
     activations.metadata["cache_key"] = key
-    save(activations, directory)
+    if jax.process_index() == 0:  # every process holds the whole result; one writes it
+        save(activations, directory)
     return activations
 
 

@@ -130,7 +130,8 @@ def param_shapes(module: common.CausalLM) -> Any:
 
 def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32", mesh: Mesh | None = None,
                     fsdp: bool = False) -> LM:
-    """Load a local Hugging Face checkpoint directory (config.json + safetensors or pytorch_model.bin).
+    """Load a local checkpoint directory: Hugging Face (config.json + safetensors or pytorch_model.bin)
+    or orbax (config.json + params/, as `save_pretrained(..., format="orbax")` writes it).
 
     `dtype` is "float32" or "bfloat16" (parameters and matmuls; reductions stay float32). With a
     ("data", "model") `mesh` (see `sharding.make_mesh`) the parameters are split by the partition
@@ -145,20 +146,30 @@ def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32", mesh:
         shardings = jax.tree_util.tree_map(lambda _: device, shapes)
     else:
         shardings = sharding.param_shardings(shapes, module.spec, mesh, fsdp)
-    params = checkpoints.load_params(path, family, shapes, module.dtype, shardings)
+    if checkpoints.is_orbax(path):
+        params = checkpoints.load_orbax(path, shapes, module.dtype, shardings)
+    else:
+        params = checkpoints.load_params(path, family, shapes, module.dtype, shardings)
     source = {"path": str(Path(path).resolve()), "dtype": jnp.dtype(module.dtype).name}
     return LM(module, params, config, family, source, mesh)
 
 
-def save_pretrained(lm: LM, path: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Export `lm` as a Hugging Face checkpoint directory: config.json and model.safetensors (plus the
-    tokenizer's files when given), loadable by `transformers` and by `load_pretrained`."""
+def save_pretrained(lm: LM, path: str | os.PathLike, tokenizer: Any = None, format: str = "safetensors") -> Path:
+    """Export `lm` to a checkpoint directory that `load_pretrained` reads: config.json plus either
+    model.safetensors (format="safetensors": the Hugging Face format, loadable by `transformers`) or an
+    orbax checkpoint of the parameters with their sharding (format="orbax"); the tokenizer's files
+    too when given."""
+    if format not in ("safetensors", "orbax"):
+        raise ValueError(f"format must be 'safetensors' or 'orbax', got {format!r}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = copy.deepcopy(lm.config)
     config.torch_dtype = config.dtype = jnp.dtype(lm.dtype).name
     config.save_pretrained(path)
-    checkpoints.save_params(lm.params, family_of(lm.config), path)
+    if format == "orbax":
+        checkpoints.save_orbax(lm.params, path)
+    else:
+        checkpoints.save_params(lm.params, family_of(lm.config), path)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     return path

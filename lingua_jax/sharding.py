@@ -91,3 +91,20 @@ def param_shardings(shapes: Any, spec: Any, mesh: Mesh, fsdp: bool = False) -> A
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Inputs [B, ...] split over "data"."""
     return NamedSharding(mesh, P("data"))
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, cpu_collectives: str | None = None) -> None:
+    """`jax.distributed.initialize` for multi-host runs (arguments None: the TPU/Slurm environment's
+    defaults). On CPU hosts `cpu_collectives="gloo"` lets processes exchange data."""
+    if cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """The whole of a (possibly multi-host) array as numpy on every process."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -71,3 +71,18 @@ def test_indivisible_heads_and_batches_are_clear_errors(checkpoint):
         lm.pooled(np.zeros((6, 5), np.int32))
     with pytest.raises(ValueError, match="does not fit 8 devices"):
         sharding.make_mesh((3, 2))
+
+
+def test_orbax_checkpoint_restores_onto_another_mesh(checkpoint, tmp_path):
+    saved_on = lj.load_pretrained(checkpoint("llama_mesh", VOCAB), mesh=sharding.make_mesh((2, 4)))
+    lj.save_pretrained(saved_on, tmp_path / "orbax", format="orbax")
+    assert not (tmp_path / "orbax" / "model.safetensors").exists()
+    restored = lj.load_pretrained(tmp_path / "orbax", mesh=sharding.make_mesh((4, 2)))
+    kernel = restored.params["model"]["layers"]["mlp"]["up_proj"]["kernel"]
+    assert kernel.sharding.mesh.shape == {"data": 4, "model": 2}
+    for a, b in zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(saved_on.params)):
+        np.testing.assert_array_equal(a, b)
+    ids, mask = batch()
+    np.testing.assert_array_equal(lj.load_pretrained(tmp_path / "orbax").pooled(ids, mask),
+                                  lj.load_pretrained(checkpoint("llama_mesh", VOCAB)).pooled(ids, mask))
+    assert restored.source["path"] == str((tmp_path / "orbax").resolve())
