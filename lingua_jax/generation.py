@@ -5,12 +5,15 @@ Shapes: B prompts, P padded prompt length (left padding), N new tokens, S = P + 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lingua_jax.data import make_batches, tokenize_each
 from lingua_jax.lm import LM
 
 
@@ -65,3 +68,21 @@ def greedy(lm: LM, input_ids, attention_mask, max_new_tokens: int, neuron_mask=N
     eos = -1 if eos_token_id is None else eos_token_id
     return np.asarray(_greedy(lm.module, lm.params, input_ids, attention_mask, neuron_mask, jnp.int32(eos),
                               jnp.int32(pad_token_id), cache, max_new_tokens=max_new_tokens))
+
+
+def generate(lm: LM, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, neuron_mask=None,
+             add_special_tokens: bool = True) -> list[str]:
+    """Greedy continuations of `prompts` (the new text only), decoded without special tokens.
+
+    Prompts are tokenized as `tokenizer(prompt)` does by default and left-padded to one bucket length
+    (a power of two), so a few prompt lengths share one compile. Decoding stops at the tokenizer's EOS.
+    """
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    batches = make_batches(tokenize_each(tokenizer, prompts, add_special_tokens), batch_size=len(prompts),
+                           pad_id=tokenizer.pad_token_id or 0, padding_side="left")
+    (batch,) = batches.batches
+    new = greedy(lm, batch.input_ids, batch.attention_mask, max_new_tokens, neuron_mask,
+                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    return [texts[r] for r in np.argsort(batch.index)]

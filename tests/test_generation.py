@@ -55,3 +55,19 @@ def test_greedy_rejects_right_padding(checkpoint):
     ids, mask = left_padded_prompts()
     with pytest.raises(ValueError, match="left-padded"):
         generation.greedy(lm, ids, mask[:, ::-1], NEW)
+
+
+def test_generate_text_equals_transformers(checkpoint):
+    from lingua_jax import data
+
+    tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, 300)
+    path = checkpoint("llama_gqa_sharded", 300)
+    lm, model = lj.load_pretrained(path), ref.load_model(path)
+    prompts = list(data.bundled_sample(("en", "fr", "zh"))["en"][:2]) + ["Bonjour", "今天"]
+    texts = generation.generate(lm, tokenizer, prompts, NEW)
+    for prompt, text in zip(prompts, texts):
+        ids = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=NEW, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+        assert text == tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
