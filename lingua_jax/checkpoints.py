@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from transformers import AutoConfig
 
-from lingua_jax.models import Family, family_of
+from lingua_jax.models import Family
 
 # Flax leaf name -> (HF leaf name, transpose?)
 LEAF_NAMES = {"kernel": ("weight", True), "scale": ("weight", False), "embedding": ("weight", False),

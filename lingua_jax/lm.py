@@ -14,7 +14,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -152,6 +151,15 @@ def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32", mesh:
         params = checkpoints.load_params(path, family, shapes, module.dtype, shardings)
     source = {"path": str(Path(path).resolve()), "dtype": jnp.dtype(module.dtype).name}
     return LM(module, params, config, family, source, mesh)
+
+
+def random_init(config: Any, dtype: str | Any = "float32", seed: int = 0) -> LM:
+    """An LM with the architecture of HF `config` and random weights (Flax's initialisers, `seed`)."""
+    module, family = build_module(config, dtype)
+    ids = jnp.zeros((1, 1), jnp.int32)
+    params = jax.jit(module.init)(jax.random.key(seed), ids, jnp.ones_like(ids))["params"]
+    return LM(module, params, config, family, {"path": None, "dtype": jnp.dtype(module.dtype).name,
+                                               "random_init_seed": seed})
 
 
 def save_pretrained(lm: LM, path: str | os.PathLike, tokenizer: Any = None, format: str = "safetensors") -> Path:

@@ -1,0 +1,419 @@
+"""Evaluation under neuron masks: perplexity (the XL-Sum protocol of METHOD.md), continuation
+log-likelihoods (lm-evaluation-harness conventions), cross-lingual XStoryCloze, and the deactivation
+table (the paper's Table 1).
+
+Every score comes from one jit-compiled kernel: final hidden states once, then logits, log-softmax
+(float32) and the summed log-probabilities one chunk of positions at a time, so float32 logits never
+exist for more than [B, chunk, V]. Several masks can share a batch (one mask per row), sums are
+accumulated in float64 on the host, and on a mesh (`lm.mesh`) each batch is split over "data".
+
+Shapes: N rows (windows or context/continuation pairs), B batch, T tokens, V vocabulary, M layers,
+F neurons per layer, K masks, L languages, R table rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+from transformers import PreTrainedTokenizerBase
+
+from lingua_jax.data.batching import Batches, make_batches, windows as cut_windows
+from lingua_jax.data.xstorycloze import Story, cross_lingual_prompt
+from lingua_jax import tables
+from lingua_jax.generation import generate  # noqa: F401  (public as lingua_jax.evaluate.generate)
+from lingua_jax.lm import LM
+from lingua_jax.progress import progress
+
+LOGITS_BUDGET_BYTES = 1 << 28  # float32 logits of one chunk, [B, chunk, V], stay under this
+FULL, RANDOM = "full", "random"  # names of the table's baseline rows
+
+
+# --- the kernel ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ScoreBatch:
+    """One static-shape batch to score. The model reads input_ids/attention_mask int32 [B, T]; position
+    t adds log p(targets[b, t] | tokens <= t) to row b's sum where scored[b, t] (bool [B, T]);
+    mask_ids int32 [B] picks each row's neuron mask among the K given."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    targets: np.ndarray
+    scored: np.ndarray
+    mask_ids: np.ndarray
+
+
+def _split_positions(x: jax.Array, chunk: int) -> jax.Array:
+    """[B, T, ...] -> [ceil(T / chunk), B, chunk, ...], zero-padded at the end of T."""
+    b, t = x.shape[:2]
+    n = -(-t // chunk)
+    x = jnp.pad(x, [(0, 0), (0, n * chunk - t)] + [(0, 0)] * (x.ndim - 2))
+    return jnp.swapaxes(x.reshape(b, n, chunk, *x.shape[2:]), 0, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "chunk"))
+def _logprob_sums(module, params, input_ids, attention_mask, targets, scored, masks, mask_ids, chunk):
+    """float32 [B, ceil(T / chunk)]: Σ log p(target) over the scored positions of each chunk.
+
+    masks bool [K, M, F] or None (no mask); row b uses masks[mask_ids[b]].
+    """
+    neuron_mask = None if masks is None else masks[mask_ids]
+    hidden = module.apply({"params": params}, input_ids, attention_mask, neuron_mask, output="hidden")
+
+    def chunk_sums(args):
+        h, y, keep = args  # [B, C, D], [B, C], [B, C]
+        logits = module.apply({"params": params}, h, method="logits").astype(jnp.float32)
+        picked = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
+        logp = picked - jax.nn.logsumexp(logits, axis=-1)
+        return jnp.sum(jnp.where(keep, logp, 0.0), axis=-1)
+
+    parts = tuple(_split_positions(x, chunk) for x in (hidden, targets, scored))
+    return jax.lax.map(chunk_sums, parts).T
+
+
+def _chunk_size(batch: int, length: int, vocab: int) -> int:
+    """Positions per logits chunk so that [batch, chunk, vocab] float32 fits LOGITS_BUDGET_BYTES."""
+    return max(1, min(length, LOGITS_BUDGET_BYTES // (4 * batch * vocab)))
+
+
+def _check_masks(lm: LM, masks: ArrayLike | None) -> np.ndarray | None:
+    """bool [K, M, F] (or None), with a clear error when the shape does not fit the model."""
+    if masks is None:
+        return None
+    masks = np.asarray(masks).astype(bool)
+    layers = (lm.num_layers, lm.num_neurons)
+    if masks.ndim != 3 or masks.shape[1:] != layers:
+        raise ValueError(f"masks have shape {masks.shape}; expected [K, {layers[0]}, {layers[1]}] (K, M, F)")
+    return masks
+
+
+def _single_mask(lm: LM, neuron_mask: ArrayLike | None) -> np.ndarray | None:
+    """One mask bool [M, F] (or None) as masks bool [1, M, F]."""
+    if neuron_mask is None:
+        return None
+    if np.ndim(neuron_mask) != 2:
+        raise ValueError(f"neuron_mask has shape {np.shape(neuron_mask)}; expected "
+                         f"[{lm.num_layers}, {lm.num_neurons}] (M, F)")
+    return _check_masks(lm, np.asarray(neuron_mask)[None])
+
+
+def _score(lm: LM, batches: Iterable[ScoreBatch], num_batches: int, masks: np.ndarray | None,
+           chunk: int | None, what: str) -> list[np.ndarray]:
+    """float64 [B] per batch: each row's summed log-probabilities of its scored targets.
+
+    Batch i + 1 is dispatched before batch i's result is fetched, so the device never waits on the
+    host, and the progress log (with ETA) counts finished batches.
+    """
+    device_masks = lm.place(None if masks is None else jnp.asarray(masks), batched=False)
+    sums, pending = [], None
+    for batch in progress(batches, num_batches, what):
+        b, t = batch.input_ids.shape
+        inputs = (batch.input_ids, batch.attention_mask, batch.targets, batch.scored)
+        out = _logprob_sums(lm.module, lm.params, *map(lm.place, inputs), device_masks, lm.place(batch.mask_ids),
+                            chunk=chunk or _chunk_size(b, t, lm.spec.vocab_size))
+        if pending is not None:
+            sums.append(np.asarray(pending, dtype=np.float64).sum(axis=1))
+        pending = out
+    return sums + [np.asarray(pending, dtype=np.float64).sum(axis=1)]
+
+
+# --- perplexity ----------------------------------------------------------------------------------
+
+def _window_batches(windows: np.ndarray, rows: np.ndarray, row_masks: np.ndarray, batch_size: int
+                    ) -> Iterator[ScoreBatch]:
+    """Batches of rows (window rows[i] under mask row_masks[i]); the last batch is completed with
+    unscored copies of window 0. Each window predicts its tokens 2..T."""
+    t = windows.shape[1]
+    ones = np.ones((batch_size, t), np.int32)
+    for start in range(0, len(rows), batch_size):
+        n = min(batch_size, len(rows) - start)
+        take = np.zeros(batch_size, np.int64)
+        take[:n] = rows[start:start + n]
+        mask_ids = np.zeros(batch_size, np.int32)
+        mask_ids[:n] = row_masks[start:start + n]
+        ids = windows[take]
+        scored = np.zeros((batch_size, t), bool)
+        scored[:n, :-1] = True
+        yield ScoreBatch(ids, ones, np.roll(ids, -1, axis=1), scored, mask_ids)
+
+
+def _row_nll(lm: LM, windows: np.ndarray, masks: np.ndarray | None, rows: np.ndarray, row_masks: np.ndarray,
+             batch_size: int, chunk: int | None) -> np.ndarray:
+    """float64 [len(rows)]: NLL sum of window rows[i] (tokens 2..T) under masks[row_masks[i]]."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if windows.shape[1] < 2:
+        raise ValueError(f"windows of {windows.shape[1]} token(s) predict nothing; seqlen must be >= 2")
+    num_batches = -(-len(rows) // batch_size)
+    batches = _window_batches(windows, rows, row_masks, batch_size)
+    sums = _score(lm, batches, num_batches, masks, chunk, f"perplexity ({len(rows)} windows)")
+    return -np.concatenate(sums)[:len(rows)]
+
+
+def window_nll(lm: LM, windows: ArrayLike, neuron_mask: ArrayLike | None = None, batch_size: int = 8,
+               chunk: int | None = None) -> np.ndarray:
+    """float64 [N]: the NLL sum of each window int [N, T] over its tokens 2..T.
+
+    neuron_mask: None, bool [M, F] for every window, or [N, M, F], one per window (rows with different
+    masks share batches). `chunk`: positions per logits chunk (default: from LOGITS_BUDGET_BYTES).
+    """
+    windows = np.asarray(windows, dtype=np.int32)
+    if windows.ndim != 2:
+        raise ValueError(f"windows must be [N, T], got shape {windows.shape}")
+    n = windows.shape[0]
+    rows = np.arange(n)
+    if neuron_mask is None or np.ndim(neuron_mask) == 2:
+        masks = _single_mask(lm, neuron_mask)
+        return _row_nll(lm, windows, masks, rows, np.zeros(n, np.int32), batch_size, chunk)
+    masks = _check_masks(lm, neuron_mask)
+    if masks.shape[0] != n:
+        raise ValueError(f"neuron_mask has {masks.shape[0]} masks for {n} windows")
+    return _row_nll(lm, windows, masks, rows, rows.astype(np.int32), batch_size, chunk)
+
+
+def perplexity_grid(lm: LM, token_ids_by_lang: Mapping[str, ArrayLike], seqlen: int,
+                    masks: ArrayLike | None = None, batch_size: int = 8, chunk: int | None = None) -> np.ndarray:
+    """float64 [L, K]: perplexity of each language's token stream (1-D, in mapping order) under each
+    mask bool [K, M, F] (None: the full model, K = 1).
+
+    Protocol (METHOD.md): each stream is cut into non-overlapping windows of `seqlen` tokens, the tail
+    dropped; each window predicts its own tokens 2..seqlen; PPL = exp(mean NLL over all predicted
+    tokens). All (window, mask) rows of all languages share batches of one shape: one compile.
+    """
+    masks = _check_masks(lm, masks)
+    per_lang = [cut_windows(ids, seqlen) for ids in token_ids_by_lang.values()]
+    counts = np.array([w.shape[0] for w in per_lang])
+    k = 1 if masks is None else masks.shape[0]
+    n = int(counts.sum())
+    nll = _row_nll(lm, np.concatenate(per_lang), masks, np.repeat(np.arange(n), k),
+                   np.tile(np.arange(k, dtype=np.int32), n), batch_size, chunk).reshape(n, k)
+    language_of_window = np.repeat(np.arange(len(per_lang)), counts)
+    totals = np.zeros((len(per_lang), k))
+    np.add.at(totals, language_of_window, nll)
+    return np.exp(totals / (counts[:, None] * (seqlen - 1)))
+
+
+def perplexities(lm: LM, token_ids: ArrayLike, seqlen: int, masks: ArrayLike, batch_size: int = 8,
+                 chunk: int | None = None) -> np.ndarray:
+    """float64 [K]: the perplexity of one token stream under each mask bool [K, M, F], all K masks
+    evaluated in shared batches (see `perplexity_grid`)."""
+    return perplexity_grid(lm, {"": token_ids}, seqlen, masks, batch_size, chunk)[0]
+
+
+def perplexity(lm: LM, token_ids: ArrayLike, seqlen: int, neuron_mask: ArrayLike | None = None,
+               batch_size: int = 8, chunk: int | None = None) -> float:
+    """Perplexity of one 1-D token stream (a language's documents joined with "\\n\\n", tokenized once)
+    under neuron_mask bool [M, F] (True = zeroed) or None; see `perplexity_grid` for the protocol."""
+    masks = _single_mask(lm, neuron_mask)
+    return float(perplexity_grid(lm, {"": token_ids}, seqlen, masks, batch_size, chunk)[0, 0])
+
+
+# --- continuation log-likelihoods ----------------------------------------------------------------
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str, add_special_tokens: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, context: str, continuation: str,
+                add_special_tokens: bool = False) -> tuple[list[int], list[int]]:
+    """(context tokens, continuation tokens) as lm-evaluation-harness encodes a loglikelihood request.
+
+    Trailing whitespace of the context moves to the continuation; then continuation tokens =
+    encode(context + continuation)[len(encode(context)):], so a continuation whose first characters
+    merge with the context's last ones is scored the harness way. An empty context becomes the
+    tokenizer's BOS (else EOS) token and the continuation is encoded alone.
+    """
+    if not context:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if prefix is None:
+            raise ValueError("an empty context needs a tokenizer with a BOS or EOS token")
+        return [prefix], _encode(tokenizer, continuation, add_special_tokens)
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = _encode(tokenizer, context + continuation, add_special_tokens)
+    context_ids = _encode(tokenizer, context, add_special_tokens)
+    return context_ids, whole[len(context_ids):]
+
+
+def _pair_batches(sequences: list[list[int]], context_lengths: list[int], batch_size: int,
+                  buckets: Sequence[int] | None) -> tuple[Batches, list[ScoreBatch]]:
+    """(the Batches of inputs, their ScoreBatches): each sequence context + continuation is read as
+    sequence[:-1], right-padded to a bucket length (pad id 0, masked), and scored at its
+    continuation's tokens."""
+    batches = make_batches([s[:-1] for s in sequences], batch_size, pad_id=0, buckets=buckets)
+    scoring = []
+    for batch in batches:
+        targets = np.zeros_like(batch.input_ids)
+        scored = np.zeros(batch.input_ids.shape, bool)
+        for row, i in enumerate(batch.index):
+            if i >= 0:
+                n = len(sequences[i]) - 1
+                targets[row, :n] = sequences[i][1:]
+                scored[row, context_lengths[i] - 1:n] = True
+        mask_ids = np.zeros(len(batch.index), np.int32)
+        scoring.append(ScoreBatch(batch.input_ids, batch.attention_mask, targets, scored, mask_ids))
+    return batches, scoring
+
+
+def loglikelihood(lm: LM, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
+                  neuron_mask: ArrayLike | None = None, batch_size: int = 8, add_special_tokens: bool = False,
+                  buckets: Sequence[int] | None = None, chunk: int | None = None) -> np.ndarray:
+    """float64 [len(pairs)]: Σ log p(continuation tokens | context) for each (context, continuation).
+
+    Tokens as lm-evaluation-harness (`encode_pair`), no special tokens unless `add_special_tokens`.
+    The model reads context + continuation (less the last token), right-padded to one of a few bucket
+    lengths (`buckets`, default powers of two: one compile each). neuron_mask bool [M, F] or None.
+    """
+    if not pairs:
+        raise ValueError("no (context, continuation) pairs to score")
+    encoded = [encode_pair(tokenizer, c, x, add_special_tokens) for c, x in pairs]
+    for i, (context_ids, continuation_ids) in enumerate(encoded):
+        if not continuation_ids:
+            raise ValueError(f"pair {i} has no continuation tokens of its own (its characters merge into "
+                             f"the context's last tokens): {pairs[i]!r}")
+    masks = _single_mask(lm, neuron_mask)
+    batches, scoring = _pair_batches([c + x for c, x in encoded], [len(c) for c, _ in encoded],
+                                     batch_size, buckets)
+    sums = _score(lm, scoring, len(scoring), masks, chunk, f"loglikelihood ({len(pairs)} pairs)")
+    return batches.scatter(sums)
+
+
+# --- XStoryCloze ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class StoryClozeResult:
+    """scores float64 [N, 2]: summed log-prob of each ending; labels int [N]: the right ending."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """int [N]: the higher-scoring ending (ties: the first, as the harness's argmax)."""
+        return np.argmax(self.scores, axis=1)
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.predictions == self.labels))
+
+
+def xstorycloze(lm: LM, tokenizer: PreTrainedTokenizerBase, stories: Sequence[Story],
+                neuron_mask: ArrayLike | None = None, batch_size: int = 8, buckets: Sequence[int] | None = None
+                ) -> StoryClozeResult:
+    """Cross-lingual XStoryCloze (METHOD.md): the four sentences in the story's language +
+    " The ending in English:", each " " + English ending scored as a continuation; a story is right
+    when its right ending scores higher. neuron_mask bool [M, F] or None."""
+    prompts = [cross_lingual_prompt(story) for story in stories]
+    pairs = [(context, ending) for context, endings in prompts for ending in endings]
+    scores = loglikelihood(lm, tokenizer, pairs, neuron_mask, batch_size, buckets=buckets)
+    return StoryClozeResult(scores.reshape(-1, 2), np.array([story.label for story in stories]))
+
+
+# --- the deactivation table ----------------------------------------------------------------------
+
+def random_mask(num_layers: int, num_neurons: int, fraction: float, seed: int) -> np.ndarray:
+    """bool [M, F] with exactly round(fraction · M · F) neurons set, drawn uniformly without
+    replacement (numpy PCG64 with `seed`)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    total = num_layers * num_neurons
+    flat = np.zeros(total, bool)
+    flat[np.random.default_rng(seed).choice(total, size=round(fraction * total), replace=False)] = True
+    return flat.reshape(num_layers, num_neurons)
+
+
+def matched_random_fraction(regions: ArrayLike) -> float:
+    """The largest region's share of all M · F neurons, rounded UP to a whole percent (the paper's
+    random baseline: 10% for BLOOM-7b1, slightly above its largest region)."""
+    regions = np.asarray(regions, bool)
+    largest = int(regions.reshape(regions.shape[0], -1).sum(axis=1).max())
+    return -(-100 * largest // regions[0].size) / 100
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationTable:
+    """The paper's Table 1: perplexity of each language (columns) with a region zeroed (rows).
+
+    rows: "full" (nothing zeroed), each language's key region, "random" (matched size).
+    perplexity float64 [R, L]; neurons int [R]: neurons zeroed in each row; total_neurons = M · F;
+    windows int [L]: seqlen-token windows per column language; model: what the weights are (`LM.source`).
+    """
+
+    languages: tuple[str, ...]
+    rows: tuple[str, ...]
+    perplexity: np.ndarray
+    neurons: np.ndarray
+    total_neurons: int
+    seqlen: int
+    windows: tuple[int, ...]
+    random_fraction: float
+    seed: int
+    model: dict[str, Any]
+
+    @property
+    def increase(self) -> np.ndarray:
+        """float64 [R, L]: % increase of perplexity over the full model (row "full")."""
+        return 100.0 * (self.perplexity / self.perplexity[0] - 1.0)
+
+    @property
+    def neuron_percent(self) -> np.ndarray:
+        """float64 [R]: neurons zeroed as % of M · F."""
+        return 100.0 * self.neurons / self.total_neurons
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per row: ablated, neurons, neurons_percent, ppl_<lang>, increase_<lang>."""
+        records = []
+        for r, row in enumerate(self.rows):
+            record = {"ablated": row, "neurons": int(self.neurons[r]),
+                      "neurons_percent": float(self.neuron_percent[r])}
+            for c, language in enumerate(self.languages):
+                record[f"ppl_{language}"] = float(self.perplexity[r, c])
+                record[f"increase_{language}"] = float(self.increase[r, c])
+            records.append(record)
+        return records
+
+
+def ablation_table(lm: LM, token_ids_by_lang: Mapping[str, ArrayLike], regions: ArrayLike,
+                   languages: Sequence[str], seqlen: int, random_fraction: float | None = None, seed: int = 0,
+                   batch_size: int = 8, chunk: int | None = None) -> AblationTable:
+    """Zero each language's key region (regions bool [L_r, M, F], named by `languages`), and a random
+    set of `random_fraction` of all neurons (default `matched_random_fraction(regions)`), and measure
+    the perplexity of every language of `token_ids_by_lang` (1-D token streams) under each, plus the
+    full model: all masks ride in shared batches (`perplexity_grid`)."""
+    regions = np.asarray(regions, bool)
+    if regions.ndim != 3 or regions.shape[0] != len(languages):
+        raise ValueError(f"regions have shape {regions.shape}; expected [{len(languages)}, M, F], one per "
+                         f"language of {list(languages)}")
+    clashes = {FULL, RANDOM} & set(languages)
+    if clashes:
+        raise ValueError(f"region names {sorted(clashes)} clash with the baseline rows")
+    fraction = matched_random_fraction(regions) if random_fraction is None else random_fraction
+    m, f = regions.shape[1:]
+    masks = np.concatenate([np.zeros((1, m, f), bool), regions, random_mask(m, f, fraction, seed)[None]])
+    ppl = perplexity_grid(lm, token_ids_by_lang, seqlen, masks, batch_size, chunk)
+    return AblationTable(
+        languages=tuple(token_ids_by_lang), rows=(FULL, *languages, RANDOM), perplexity=ppl.T,
+        neurons=masks.reshape(len(masks), -1).sum(axis=1), total_neurons=m * f, seqlen=seqlen,
+        windows=tuple(len(ids) // seqlen for ids in map(np.ravel, token_ids_by_lang.values())),
+        random_fraction=fraction, seed=seed, model=dict(lm.source))
+
+
+# --- writing the table ---------------------------------------------------------------------------
+
+def write_table(table: AblationTable, directory: str | os.PathLike, name: str = "ablation") -> dict[str, Path]:
+    """<name>.csv, .json and .md (`tables.write_table`) of `table.records()`; the JSON also holds the
+    model and the settings (seqlen, windows per language, random fraction, seed)."""
+    settings = {"model": table.model, "languages": list(table.languages), "seqlen": table.seqlen,
+                "windows": dict(zip(table.languages, table.windows)), "total_neurons": table.total_neurons,
+                "random_fraction": table.random_fraction, "seed": table.seed}
+    return tables.write_table(table.records(), directory, name, metadata=settings)

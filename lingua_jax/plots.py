@@ -1,0 +1,217 @@
+"""The paper's figures as PNG files, from plain numpy arrays and labels.
+
+Figures are built with `matplotlib.figure.Figure` (rendered by Agg, no display, no pyplot state), so
+nothing stays open after a call; each function writes one PNG atomically and returns its path.
+Shapes: N samples, L languages, M layers, K checkpoints or model sizes, R ablation rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import SymLogNorm
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from numpy.typing import ArrayLike
+
+from lingua_jax.io import write_atomic
+
+DPI = 150
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write `fig` as a PNG to `path` atomically, then drop its contents; returns the path."""
+    try:
+        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
+    finally:
+        fig.clear()
+
+
+def _annotate(ax: Axes, image: AxesImage, labels: Sequence[Sequence[str]],
+              bold: np.ndarray | None = None) -> None:
+    """Write labels[r][c] in cell (r, c) of `image`, white on dark cells and black on light ones;
+    cells where bold[r, c] (bool [R, C]) in bold."""
+    colours = image.cmap(image.norm(np.asarray(image.get_array())))
+    for r, row in enumerate(labels):
+        for c, text in enumerate(row):
+            luminance = colours[r, c, :3] @ np.array([0.299, 0.587, 0.114])
+            weight = "bold" if bold is not None and bold[r, c] else "normal"
+            ax.text(c, r, text, ha="center", va="center", fontsize=8, fontweight=weight,
+                    color="black" if luminance > 0.5 else "white")
+
+
+def _language_codes(lang: ArrayLike, languages: Sequence[str]) -> np.ndarray:
+    """int [N]: each sample's index into `languages`; `lang` holds those indices or the names."""
+    lang = np.asarray(lang)
+    if lang.dtype.kind in "iu":
+        return lang.astype(np.int64)
+    index = {name: i for i, name in enumerate(languages)}
+    return np.array([index[str(name)] for name in lang], np.int64)
+
+
+def similarity_heatmap(sim: ArrayLike, lang: ArrayLike, languages: Sequence[str], path: str | os.PathLike,
+                       title: str = "Similarity map") -> Path:
+    """Fig. 2: the similarity map S [N, N], samples grouped by language (lang [N]: indices into
+    `languages`, or names; the order inside a language is kept), block edges drawn, each block
+    labelled with its language on both axes."""
+    codes = _language_codes(lang, languages)
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes, minlength=len(languages))
+    edges = np.cumsum(sizes)
+    present = sizes > 0
+    centres = (edges - sizes / 2.0 - 0.5)[present]
+    names = [name for name, keep in zip(languages, present) if keep]
+
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.asarray(sim)[order][:, order], cmap="viridis", interpolation="nearest")
+    for edge in edges[:-1][present[:-1]]:
+        ax.axhline(edge - 0.5, color="white", linewidth=0.6)
+        ax.axvline(edge - 0.5, color="white", linewidth=0.6)
+    ax.set_xticks(centres, names)
+    ax.set_yticks(centres, names)
+    ax.tick_params(length=0)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="cosine similarity")
+    return _save(fig, path)
+
+
+def block_heatmap(blocks: ArrayLike, languages: Sequence[str], path: str | os.PathLike,
+                  title: str = "Mean similarity between languages") -> Path:
+    """The mean similarity between languages, blocks [L, L] (row and column l: languages[l]),
+    each cell annotated with its value."""
+    blocks = np.asarray(blocks, np.float64)
+    fig = Figure(figsize=(1.0 + 0.6 * len(languages), 0.6 + 0.6 * len(languages)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(blocks, cmap="viridis")
+    _annotate(ax, image, [[f"{v:.2f}" for v in row] for row in blocks])
+    ticks = np.arange(len(languages))
+    ax.set_xticks(ticks, languages)
+    ax.set_yticks(ticks, languages)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="mean cosine similarity")
+    return _save(fig, path)
+
+
+def layerwise_scores(lrds: ArrayLike, sads: ArrayLike, path: str | os.PathLike,
+                     title: str = "Layer-wise LRDS and SADS") -> Path:
+    """Fig. 3: LRDS [M] and SADS [M] of each layer (x = layer 1..M), one panel each."""
+    lrds, sads = np.asarray(lrds), np.asarray(sads)
+    layers = np.arange(1, len(lrds) + 1)
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(layers, lrds, "o-", color="tab:red")
+    top.set(ylabel="LRDS", title="LRDS (lower: more language-agnostic)")
+    bottom.plot(layers, sads, "o-", color="tab:blue")
+    bottom.set(ylabel="SADS", title="SADS (higher: more semantic alignment)", xlabel="layer")
+    bottom.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def key_neurons_per_layer(counts: ArrayLike, languages: Sequence[str], path: str | os.PathLike,
+                          total_per_layer: int | None = None, title: str = "Key neurons") -> Path:
+    """Fig. 5-6: key neurons of each language per layer, counts int [L, M] (left: one line per
+    language, x = layer 1..M) and in all layers (right: one bar per language). With
+    `total_per_layer` (F) both are shown as % of the layer's F (left) and of all M·F neurons (right)."""
+    counts = np.asarray(counts, np.float64)
+    per_layer, overall, unit = counts, counts.sum(axis=1), "key neurons"
+    if total_per_layer:
+        per_layer = 100.0 * counts / total_per_layer
+        overall = 100.0 * overall / (total_per_layer * counts.shape[1])
+        unit = "% key neurons"
+    layers = np.arange(1, counts.shape[1] + 1)
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    lines, bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    colours = [f"C{i % 10}" for i in range(len(languages))]
+    for name, values, colour in zip(languages, per_layer, colours):
+        lines.plot(layers, values, "o-", markersize=3, label=name, color=colour)
+    lines.set(xlabel="layer", ylabel=f"{unit} (of the layer)" if total_per_layer else unit,
+              title=f"{title} per layer")
+    lines.xaxis.get_major_locator().set_params(integer=True)
+    lines.grid(alpha=0.3)
+    lines.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    bars.bar(languages, overall, color=colours)
+    bars.set(ylabel=f"{unit} (of all)" if total_per_layer else unit, title=f"{title} per language")
+    bars.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def evolution(steps_or_sizes: ArrayLike, values: Mapping[str, ArrayLike], path: str | os.PathLike,
+              xlabel: str, log_x: bool = False, tick_labels: Sequence[str] | None = None,
+              title: str | None = None) -> Path:
+    """Fig. 4 / 7: each metric of `values` (name -> [K], NaN where not measured) against the K
+    training steps or model sizes, one panel per metric. `log_x` for sizes; `tick_labels` [K] names
+    the x positions (e.g. "560m", "1b1")."""
+    x = np.asarray(steps_or_sizes, np.float64)
+    columns = min(len(values), 4)
+    rows = -(-len(values) // columns)
+    fig = Figure(figsize=(3.6 * columns, 3.2 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, (name, ys) in zip(axes, values.items()):
+        ax.plot(x, np.asarray(ys, np.float64), "o-")
+        ax.set(title=name, xlabel=xlabel, xscale="log" if log_x else "linear")
+        if tick_labels is not None:
+            ax.set_xticks(x, tick_labels, rotation=45, ha="right")
+            ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    for ax in axes[len(values):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def layer_distribution_over_checkpoints(labels: Sequence[str], counts: ArrayLike, path: str | os.PathLike,
+                                        title: str = "Key neurons across layers") -> Path:
+    """Fig. 5: where the key neurons lie, counts int [K, M] (all languages together) of K checkpoints
+    (`labels`, one row each) over M layers, each row as % of that checkpoint's key neurons."""
+    counts = np.asarray(counts, np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = 100.0 * counts / np.where(totals > 0, totals, 1.0)
+    size = (min(14.0, 3.0 + 0.3 * counts.shape[1]), 1.2 + 0.4 * len(labels))
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, aspect="auto", cmap="magma", interpolation="nearest",
+                      extent=(0.5, counts.shape[1] + 0.5, len(labels) - 0.5, -0.5))
+    ax.set_yticks(np.arange(len(labels)), labels)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set(xlabel="layer", title=title)
+    fig.colorbar(image, ax=ax, label="% of the checkpoint's key neurons")
+    return _save(fig, path)
+
+
+def ablation_heatmap(table_rows: Sequence[Mapping[str, Any]], languages: Sequence[str],
+                     path: str | os.PathLike, title: str = "Perplexity increase after deactivation") -> Path:
+    """Table 1: % perplexity increase, one row per ablation and one column per evaluated language.
+
+    table_rows are `evaluate.AblationTable.records()`: "ablated" names the row (a language's region,
+    "random", ...), "increase_<lang>" holds the % increase of language <lang>, and an optional
+    "neurons_percent" is added to the row label. A language's own region is in bold. The colour scale
+    is symmetric-log (linear within ±10%), so +10% and +1000% both read.
+    """
+    increase = np.array([[row[f"increase_{name}"] for name in languages] for row in table_rows], np.float64)
+    names = [str(row["ablated"]) for row in table_rows]
+    labels = [f"{name} ({row['neurons_percent']:.1f}%)" if "neurons_percent" in row else name
+              for name, row in zip(names, table_rows)]
+    own = np.array([[name == language for language in languages] for name in names])
+    limit = max(10.0, float(np.nanmax(np.abs(increase))))
+
+    fig = Figure(figsize=(2.0 + 0.8 * len(languages), 1.0 + 0.45 * len(names)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(increase, cmap="RdBu_r", aspect="auto",
+                      norm=SymLogNorm(linthresh=10.0, vmin=-limit, vmax=limit))
+    _annotate(ax, image, [[f"{v:+.1f}%" if abs(v) < 10 else f"{v:+.0f}%" for v in row] for row in increase],
+              bold=own)
+    ax.set_xticks(np.arange(len(languages)), languages)
+    ax.set_yticks(np.arange(len(names)), labels)
+    ax.set(xlabel="evaluated language", ylabel="deactivated region (% of neurons)", title=title)
+    fig.colorbar(image, ax=ax, label="% perplexity increase")
+    return _save(fig, path)
