@@ -1,0 +1,11 @@
+"""bigscience/bloom-1b7 with the paper's protocol (FLORES-200 x 9 languages, tau = 2, XL-Sum perplexity).
+
+    python launch/analyze.py --config configs/bloom_1b7.py --config.model.path=/path/to/local/copy
+    python launch/analyze.py --config configs/bloom_1b7.py   # downloads bigscience/bloom-1b7 when online
+"""
+
+from lingua_jax.config import paper_model
+
+
+def get_config():
+    return paper_model("bigscience/bloom-1b7", "bloom")

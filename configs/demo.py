@@ -1,0 +1,19 @@
+"""The offline default: the demo BLOOM that ships with lingua_jax, the bundled parallel sample and text.
+
+    python launch/analyze.py                     # this config; results in results/demo
+    python launch/analyze.py --config.corpus.n=30 --config.results_dir=/tmp/demo
+"""
+
+from lingua_jax.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.results_dir = "results/demo"
+    c.corpus.n = 60
+    c.extract.max_length = 64
+    c.ablation.text.kind = "bundled"
+    c.ablation.seqlen = 128
+    c.xstorycloze.limit = 50
+    c.generation.max_new_tokens = 24
+    return c

@@ -1,0 +1,11 @@
+"""meta-llama/Llama-2-7b-hf with the paper's protocol (FLORES-200 x 9 languages, tau = 2, XL-Sum perplexity).
+
+    python launch/analyze.py --config configs/llama2_7b.py --config.model.path=/path/to/local/copy
+    python launch/analyze.py --config configs/llama2_7b.py   # downloads meta-llama/Llama-2-7b-hf when online
+"""
+
+from lingua_jax.config import paper_model
+
+
+def get_config():
+    return paper_model("meta-llama/Llama-2-7b-hf", "llama")

@@ -1,0 +1,346 @@
+"""The whole analysis as resumable stages, driven by an ml_collections config.
+
+extract -> metrics -> regions -> ablation -> xstorycloze -> generation -> report. Each stage writes
+its files into `<results_dir>/<stage>/` and, last, `done.json` with a key over its config and the keys
+of the stages it reads: a re-run skips every stage whose key is unchanged, and a killed run resumes at
+the first stage that had not finished. Bad input (missing paths, unknown family, languages absent from
+the corpus, a results directory of another model) fails before any heavy work.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import transformers
+from absl import logging
+
+import lingua_jax
+from lingua_jax import checkpoints, data, evaluate, extract, generation, metrics, plots, report, sharding
+from lingua_jax.io import write_atomic
+from lingua_jax.lm import LM, load_pretrained, random_init, save_pretrained
+from lingua_jax.tables import write_table
+
+STAGES = ("extract", "metrics", "regions", "ablation", "xstorycloze", "generation", "report")
+READS = {"extract": (), "metrics": ("extract",), "regions": ("extract",), "ablation": ("regions",),
+         "xstorycloze": ("regions",), "generation": ("regions",), "report": STAGES[:-1]}
+CONFIG = {"extract": ("model", "tokenizer", "corpus", "extract"), "metrics": (), "regions": ("regions",),
+          "ablation": ("ablation",), "xstorycloze": ("xstorycloze",), "generation": ("generation",),
+          "report": ()}
+DEMO_MODEL = Path(lingua_jax.__file__).parent / "assets" / "demo"
+REPO_DATA = Path(lingua_jax.__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data of a checkout
+
+
+def resolve(path: str) -> Path:
+    """Config paths: "demo" is the shipped demo model; "@data/<x>" is <x> under ../shared/data."""
+    if path == "demo":
+        return DEMO_MODEL
+    if path.startswith("@data/"):
+        return REPO_DATA / path[len("@data/"):]
+    return Path(path).expanduser()
+
+
+def languages_of(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    langs = config.corpus.languages
+    return tuple(langs.split(",") if isinstance(langs, str) else langs)
+
+
+class Analysis:
+    """One run of the stages for one model; `run(stages)` returns the summary page's path."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.results = Path(config.results_dir)
+        self.languages = languages_of(config)
+        self._check_config()
+
+    # --- inputs, loaded on first use --------------------------------------------------------------
+
+    def _check_config(self) -> None:
+        model = self.config.model
+        if not model.get("random"):
+            path = resolve(model.path)
+            checkpoints.load_config(path)  # missing directory / config.json, unknown model_type
+        unknown = set(self.languages) - set(self.corpus.languages)
+        if unknown:
+            raise ValueError(f"languages {sorted(unknown)} are not in the corpus ({list(self.corpus.languages)})")
+        run_file = self.results / "run.json"
+        identity = {"model": self.model_identity}
+        if run_file.is_file():
+            before = json.loads(run_file.read_text())
+            if before.get("model") != identity["model"]:
+                raise ValueError(f"results directory {str(self.results)!r} holds results of model "
+                                 f"{before.get('model')}, not {identity['model']}: use another results_dir")
+        else:
+            write_atomic(run_file, json.dumps(identity, indent=1))
+
+    @property
+    def model_identity(self) -> str:
+        model = self.config.model
+        if model.get("random"):
+            return "random:" + json.dumps(model.random.to_dict(), sort_keys=True)
+        return str(resolve(model.path).resolve())
+
+    @functools.cached_property
+    def corpus(self) -> data.ParallelCorpus:
+        c = self.config.corpus
+        loaders: dict[str, Callable[[], data.ParallelCorpus]] = {
+            "bundled": lambda: data.bundled_sample(),
+            "flores": lambda: data.load_flores(resolve(c.path)),
+            "ntrex": lambda: data.load_ntrex(resolve(c.path)),
+            "table": lambda: data.load_table(resolve(c.path)),
+            "hub_flores": lambda: data.load_hub_flores(),
+            "hub_bible": lambda: data.load_hub_bible(),
+        }
+        if c.kind not in loaders:
+            raise ValueError(f"unknown corpus kind {c.kind!r}; known: {sorted(loaders)}")
+        return loaders[c.kind]()
+
+    @functools.cached_property
+    def samples(self) -> data.ParallelCorpus:
+        c = self.config.corpus
+        return self.corpus.subset(self.languages).select(min(c.n, self.corpus.n), seed=c.seed)
+
+    @functools.cached_property
+    def model_dir(self) -> Path:
+        model = self.config.model
+        if not model.get("random"):
+            return resolve(model.path)
+        target = self.results / "random_model"
+        if not (target / "config.json").is_file():
+            tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, model.random.vocab_size)
+            fields = {k: v for k, v in model.random.to_dict().items() if k not in ("family", "seed", "vocab_size")}
+            hf_class = {"bloom": transformers.BloomConfig, "llama": transformers.LlamaConfig}[model.random.family]
+            hf = hf_class(vocab_size=len(tokenizer), **fields)
+            save_pretrained(random_init(hf, seed=model.random.seed), target, tokenizer)
+        return target
+
+    @functools.cached_property
+    def lm(self) -> LM:
+        model = self.config.model
+        mesh = sharding.make_mesh(tuple(model.mesh)) if model.get("mesh") else None
+        return load_pretrained(self.model_dir, dtype=model.dtype, mesh=mesh, fsdp=model.get("fsdp", False))
+
+    @functools.cached_property
+    def tokenizer(self) -> Any:
+        return data.load_tokenizer(resolve(self.config.tokenizer) if self.config.get("tokenizer")
+                                   else self.model_dir)
+
+    # --- stage bookkeeping --------------------------------------------------------------------------
+
+    def key(self, stage: str) -> str:
+        what = {"stage": stage, "model": self.model_identity, "languages": self.languages,
+                "config": {k: _plain(self.config.get(k)) for k in CONFIG[stage]},
+                "reads": [self.key(s) for s in READS[stage]]}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+    def done(self, stage: str) -> dict[str, Any] | None:
+        """The stage's recorded outputs if it finished with today's key, else None."""
+        marker = self.results / stage / "done.json"
+        if marker.is_file():
+            record = json.loads(marker.read_text())
+            if record.get("key") == self.key(stage):
+                return record["outputs"]
+        return None
+
+    def run(self, stages: Sequence[str] = STAGES) -> dict[str, Any]:
+        """Run `stages` (and any unfinished stage they read), skipping finished ones; returns each
+        stage's recorded outputs."""
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; known: {list(STAGES)}")
+        outputs: dict[str, Any] = {}
+
+        def ensure(stage: str) -> None:
+            if stage in outputs:
+                return
+            for dependency in READS[stage]:
+                if dependency in stages or stage != "report":
+                    ensure(dependency)
+            recorded = self.done(stage)
+            if recorded is not None:
+                logging.info("stage %s: already done, skipped", stage)
+                outputs[stage] = recorded
+                return
+            logging.info("stage %s: running", stage)
+            outputs[stage] = getattr(self, f"stage_{stage}")(self.results / stage, outputs)
+            if jax.process_index() == 0:
+                write_atomic(self.results / stage / "done.json",
+                             json.dumps({"key": self.key(stage), "outputs": outputs[stage]}, indent=1))
+
+        for stage in STAGES:
+            if stage in stages:
+                ensure(stage)
+        return outputs
+
+    # --- stages ---------------------------------------------------------------------------------------
+
+    def activations(self) -> extract.Activations:
+        return extract.load(self.results / "extract")
+
+    def stage_extract(self, out: Path, _) -> dict[str, Any]:
+        e = self.config.extract
+        acts = extract.extract_cached(out, self.lm, self.tokenizer, self.samples, batch_size=e.batch_size,
+                                      add_special_tokens=e.add_special_tokens, max_length=e.max_length,
+                                      truncate=True)
+        return {"shape": list(acts.acts.shape), "batch_shapes": acts.metadata["batch_shapes"]}
+
+    def stage_metrics(self, out: Path, _) -> dict[str, Any]:
+        acts = self.activations()
+        sim = metrics.similarity(acts.acts)
+        lrds, sads = metrics.layerwise(acts.acts, acts.lang, acts.sem)
+        scores = {"lrds": metrics.lrds(sim, acts.lang, acts.sem), "sads": metrics.sads(sim, acts.lang, acts.sem)}
+        layers = [{"layer": m + 1, "lrds": float(a), "sads": float(b)} for m, (a, b) in enumerate(zip(lrds, sads))]
+        blocks = np.asarray(metrics.block_map(sim, acts.lang))
+        tables = {"layerwise": write_table(layers, out, "layerwise"),
+                  "block_map": write_table([{"language": l, **dict(zip(acts.languages, map(float, row)))}
+                                                   for l, row in zip(acts.languages, blocks)], out, "block_map")}
+        figures = {"similarity": plots.similarity_heatmap(np.asarray(sim), acts.lang, list(acts.languages),
+                                                          out / "similarity.png"),
+                   "block_map": plots.block_heatmap(blocks, list(acts.languages), out / "block_map.png"),
+                   "layerwise": plots.layerwise_scores(np.asarray(lrds), np.asarray(sads), out / "layerwise.png")}
+        return {**scores, "tables": _paths(tables), "figures": _paths(figures)}
+
+    def regions(self) -> np.ndarray:
+        with np.load(self.results / "regions" / "regions.npz") as f:
+            return np.unpackbits(f["packed"], count=int(np.prod(f["shape"]))).reshape(f["shape"]).astype(bool)
+
+    def stage_regions(self, out: Path, _) -> dict[str, Any]:
+        acts = self.activations()
+        regions = np.asarray(metrics.key_regions(acts.acts, acts.lang, self.config.regions.threshold))
+        write_atomic(out / "regions.npz", lambda f: np.savez_compressed(
+            f, packed=np.packbits(regions.ravel()), shape=np.array(regions.shape)))
+        total = regions[0].size
+        counts = np.asarray(metrics.counts_per_layer(regions))
+        sizes = [{"language": l, "neurons": int(regions[i].sum()), "percent": 100.0 * regions[i].sum() / total}
+                 for i, l in enumerate(acts.languages)]
+        per_layer = [{"language": l, **{f"layer_{m + 1}": int(c) for m, c in enumerate(row)}}
+                     for l, row in zip(acts.languages, counts)]
+        jaccard = np.asarray(metrics.jaccard(regions))
+        overlap = [{"language": l, **dict(zip(acts.languages, map(float, row)))}
+                   for l, row in zip(acts.languages, jaccard)]
+        tables = {"region_sizes": write_table(sizes, out, "region_sizes"),
+                  "per_layer": write_table(per_layer, out, "key_neurons_per_layer"),
+                  "jaccard": write_table(overlap, out, "region_jaccard")}
+        figures = {"key_neurons": plots.key_neurons_per_layer(counts, list(acts.languages), out / "key_neurons.png",
+                                                              total_per_layer=regions.shape[-1])}
+        return {"sklr": metrics.sklr(regions), "percent": {r["language"]: r["percent"] for r in sizes},
+                "threshold": self.config.regions.threshold, "tables": _paths(tables), "figures": _paths(figures)}
+
+    def masks(self, seed: int, fraction: float | None) -> dict[str, np.ndarray]:
+        """{"none": None-equivalent, each language: its region, "random": matched random set} as
+        bool [M, F] masks."""
+        regions = self.regions()
+        fraction = evaluate.matched_random_fraction(regions) if fraction is None else fraction
+        masks = {"none": np.zeros(regions.shape[1:], bool)}
+        masks.update(zip(self.languages, regions))
+        masks[evaluate.RANDOM] = evaluate.random_mask(*regions.shape[1:], fraction, seed)
+        return masks
+
+    def stage_ablation(self, out: Path, _) -> dict[str, Any]:
+        a = self.config.ablation
+        texts = ablation_texts(a.text, self.languages)
+        streams = {lang: np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+                   for lang, text in texts.items()}
+        if a.get("max_windows"):
+            streams = {lang: ids[:a.max_windows * a.seqlen] for lang, ids in streams.items()}
+        table = evaluate.ablation_table(self.lm, streams, self.regions(), self.languages, a.seqlen,
+                                        random_fraction=a.get("random_fraction"), seed=a.seed,
+                                        batch_size=a.batch_size)
+        tables = {"ablation": evaluate.write_table(table, out)}
+        figures = {"ablation": plots.ablation_heatmap(table.records(), list(table.languages), out / "ablation.png")}
+        return {"records": table.records(), "languages": list(table.languages),
+                "tables": _paths(tables), "figures": _paths(figures)}
+
+    def stage_xstorycloze(self, out: Path, _) -> dict[str, Any]:
+        x = self.config.xstorycloze
+        directory = resolve(x.path)
+        languages = [lang for lang in self.languages if lang in x.languages]
+        if x.kind == "none" or not directory.is_dir():
+            reason = "disabled" if x.kind == "none" else f"{directory} not found"
+            logging.warning("xstorycloze skipped: %s", reason)
+            return {"skipped": reason}
+        masks = self.masks(self.config.ablation.seed, self.config.ablation.get("random_fraction"))
+        rows = []
+        for lang in languages:
+            stories = data.load_xstorycloze(directory, lang)[:x.limit or None]
+            row = {"language": lang, "stories": len(stories)}
+            for name, mask in masks.items():
+                row[f"acc_{name}"] = evaluate.xstorycloze(self.lm, self.tokenizer, stories, mask,
+                                                          batch_size=x.batch_size).accuracy
+            rows.append(row)
+        return {"rows": rows, "tables": _paths({"xstorycloze": write_table(rows, out, "xstorycloze")})}
+
+    def stage_generation(self, out: Path, _) -> dict[str, Any]:
+        g = self.config.generation
+        prompts = {lang: [s[:max(1, len(s) // 2)] for s in self.samples[lang][:g.prompts_per_language]]
+                   for lang in self.languages}
+        flat = [p for lang in self.languages for p in prompts[lang]]
+        masks = self.masks(self.config.ablation.seed, self.config.ablation.get("random_fraction"))
+        texts = {name: generation.generate(self.lm, self.tokenizer, flat, g.max_new_tokens, mask)
+                 for name, mask in masks.items()}
+        rows = [{"prompt": p, **{f"zeroed_{name}": texts[name][i] for name in masks}} for i, p in enumerate(flat)]
+        lines = ["# Greedy generations with each region zeroed", ""]
+        for i, prompt in enumerate(flat):
+            lines += [f"## {prompt!r}", ""] + [f"- **{name}**: {texts[name][i]!r}" for name in masks] + [""]
+        write_atomic(out / "generations.md", "\n".join(lines))
+        write_atomic(out / "generations.json", json.dumps(rows, ensure_ascii=False, indent=1))
+        return {"tables": {"generations": {"md": str(out / "generations.md"), "json": str(out / "generations.json")}}}
+
+    def stage_report(self, out: Path, outputs: dict[str, Any]) -> dict[str, Any]:
+        model = self.config.model
+        provenance = report.Provenance.from_lm(
+            self.lm, corpus=f"{self.config.corpus.kind}:{self.config.corpus.get('path') or 'bundled sample'}",
+            samples_per_language=dict.fromkeys(self.languages, self.samples.n), seed=self.config.corpus.seed,
+            threshold=self.config.regions.threshold, random_weights=bool(model.get("random")))
+        headline: dict[str, Any] = {}
+        tables: dict[str, Any] = {}
+        figures: dict[str, Any] = {}
+        for stage in STAGES[1:-1]:
+            done = outputs.get(stage) or self.done(stage)
+            if not done:
+                continue
+            tables.update(done.get("tables", {}))
+            figures.update(done.get("figures", {}))
+            if stage == "metrics":
+                headline.update(LRDS=done["lrds"], SADS=done["sads"])
+            elif stage == "regions":
+                headline.update(SKLR=done["sklr"], **{"key neurons (% of all)": done["percent"]})
+            elif stage == "ablation":
+                headline["perplexity increase (%)"] = report.ablation_headline(done["records"], done["languages"])
+            elif stage == "xstorycloze" and "rows" in done:
+                headline["XStoryCloze accuracy"] = {r["language"]: {k[4:]: v for k, v in r.items()
+                                                                    if k.startswith("acc_")} for r in done["rows"]}
+        summary = report.write_summary(out, provenance, headline, tables, figures)
+        return {"summary": str(summary)}
+
+
+def ablation_texts(text: ml_collections.ConfigDict, languages: Sequence[str]) -> dict[str, str]:
+    """{language: the documents joined with "\\n\\n"} for the perplexity table."""
+    if text.kind == "bundled":
+        sample = data.bundled_sample(languages)
+        return {lang: "\n\n".join(sample[lang]) for lang in languages}
+    if text.kind == "xlsum":
+        return data.join_documents(data.load_xlsum_jsonl(resolve(text.path), languages, split=text.split,
+                                                         limit=text.limit))
+    if text.kind == "hub_xlsum":
+        return data.join_documents(data.load_hub_xlsum(languages, limit=text.limit))
+    raise ValueError(f"unknown ablation text kind {text.kind!r}; known: bundled, xlsum, hub_xlsum")
+
+
+def _paths(tree: Any) -> Any:
+    """Paths -> str, recursively (for JSON)."""
+    if isinstance(tree, dict):
+        return {k: _paths(v) for k, v in tree.items()}
+    return str(tree)
+
+
+def _plain(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value

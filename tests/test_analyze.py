@@ -1,0 +1,115 @@
+"""launch/analyze.py end to end on the tiny random config: outputs, no recomputation, resume, errors."""
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lingua_jax import pipeline
+from lingua_jax.config import tiny_random
+
+REPO = Path(__file__).resolve().parents[1]
+ANALYZE = [sys.executable, str(REPO / "launch" / "analyze.py"), "--config", str(REPO / "configs" / "tiny_bloom.py")]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def analyze(results, *flags, **popen):
+    return subprocess.Popen([*ANALYZE, f"--config.results_dir={results}", *flags], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-4000:]
+    return out, err
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("tiny")
+    out, err = finish(analyze(results))
+    return results, out, err
+
+
+def test_every_documented_output_exists_and_parses(first_run):
+    results, out, _ = first_run
+    assert f"results: {results / 'report' / 'summary.md'}" in out
+    for stage in pipeline.STAGES:
+        assert json.loads((results / stage / "done.json").read_text())["key"]
+    tables = {"metrics/layerwise": ["layer", "lrds", "sads"], "metrics/block_map": ["language", "en"],
+              "regions/region_sizes": ["language", "neurons", "percent"],
+              "regions/key_neurons_per_layer": ["language", "layer_1", "layer_2"],
+              "regions/region_jaccard": ["language", "en"],
+              "ablation/ablation": ["ablated", "neurons", "neurons_percent", "ppl_en", "increase_en"],
+              "xstorycloze/xstorycloze": ["language", "stories", "acc_none", "acc_en", "acc_random"]}
+    for name, columns in tables.items():
+        with open(results / f"{name}.csv", newline="") as f:
+            header = next(csv.reader(f))
+        assert set(columns) <= set(header), name
+        assert json.loads((results / f"{name}.json").read_text())["rows"]
+    for figure in ("metrics/similarity", "metrics/block_map", "metrics/layerwise", "regions/key_neurons",
+                   "ablation/ablation"):
+        assert (results / f"{figure}.png").read_bytes()[:8] == PNG
+    rows = json.loads((results / "ablation" / "ablation.json").read_text())["rows"]
+    assert [r["ablated"] for r in rows] == ["full", "en", "zh", "fr", "es", "pt", "ar", "vi", "hi", "id", "random"]
+    generations = json.loads((results / "generation" / "generations.json").read_text())
+    assert len(generations) == 18 and {"prompt", "zeroed_none", "zeroed_en", "zeroed_random"} <= set(generations[0])
+    summary = (results / "report" / "summary.md").read_text()
+    assert summary.index("random weights") < summary.index("## Provenance")
+    assert "LRDS" in summary and "SKLR" in summary and "XStoryCloze accuracy" in summary
+
+
+def test_second_run_recomputes_nothing(first_run):
+    results, _, _ = first_run
+    stamps = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+    _, err = finish(analyze(results))
+    for stage in pipeline.STAGES:
+        assert f"stage {stage}: already done, skipped" in err
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()} == stamps
+
+
+def test_killed_run_resumes(tmp_path):
+    proc = analyze(tmp_path)
+    marker = tmp_path / "regions" / "done.json"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    proc.communicate()
+    assert marker.exists() and not (tmp_path / "report" / "done.json").exists()
+    _, err = finish(analyze(tmp_path))
+    for stage in ("extract", "metrics", "regions"):
+        assert f"stage {stage}: already done, skipped" in err
+    assert "stage ablation: running" in err and (tmp_path / "report" / "summary.md").is_file()
+
+
+def test_bad_input_fails_before_heavy_work(tmp_path):
+    config = tiny_random("bloom")
+    config.results_dir = str(tmp_path / "a")
+    config.corpus.languages = "en,xx"
+    with pytest.raises(ValueError, match=r"languages \['xx'\] are not in the corpus"):
+        pipeline.Analysis(config)
+    config = tiny_random("bloom")
+    config.model.random = {}
+    config.model.path = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pipeline.Analysis(config)
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    config.model.path = str(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="unsupported model_type 'gpt2'"):
+        pipeline.Analysis(config)
+    config = tiny_random("bloom")
+    config.results_dir = str(tmp_path / "b")
+    pipeline.Analysis(config)
+    other = tiny_random("llama")
+    other.results_dir = config.results_dir
+    with pytest.raises(ValueError, match="holds results of model"):
+        pipeline.Analysis(other)
+    config.stages = "extract,nonsense"
+    with pytest.raises(ValueError, match=r"unknown stages \['nonsense'\]"):
+        pipeline.Analysis(config).run(config.stages.split(","))
