@@ -108,6 +108,13 @@ class LM:
                                         capture=capture, output="logits")
         return LMOutput(logits=logits, neurons=neurons)
 
+    def active_counts(self, input_ids, attention_mask=None) -> jax.Array:
+        """float32 [B, M, F]: per sequence, the number of real tokens where each neuron's activation
+        function output is > 0 (BLOOM: the GELU output; LLaMA: SiLU(gate)); LAPE's statistic."""
+        _, counts = self._forward(self.params, *self.check_inputs(input_ids, attention_mask),
+                                  capture="active", output="none")
+        return counts
+
     def pooled(self, input_ids, attention_mask=None, neuron_mask=None) -> jax.Array:
         """float32 [B, M, F]: each layer's neurons averaged over each sequence's real tokens."""
         _, neurons = self._forward(self.params, *self.check_inputs(input_ids, attention_mask, neuron_mask),

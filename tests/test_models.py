@@ -124,3 +124,23 @@ def test_bfloat16_deviates_from_float32_no_more_than_pytorch(models, checkpoint,
           f"(logits up to {np.abs(reference).max():.3g}); pooled neurons max rel err {pooled_err:.3g}")
     assert 0 < err < 2 * torch_err
     assert 0 < pooled_err < 0.1
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+def test_active_counts_match_pytorch_activation_outputs(models, name):
+    """LAPE's statistic: per neuron, the real tokens where the activation function's output is > 0
+    (BLOOM: the GELU output; LLaMA: SiLU(gate), read with a hook on act_fn)."""
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(5, side="left")
+    counts = np.asarray(lm.active_counts(ids, mask))
+    mlps = torch_model.transformer.h if name == "bloom" else torch_model.model.layers
+    outputs = []
+    handles = [(layer.mlp.gelu_impl if name == "bloom" else layer.mlp.act_fn).register_forward_hook(
+        lambda mod, inp, out: outputs.append(out.detach().numpy())) for layer in mlps]
+    ref.forward(torch_model, ids, mask)
+    for h in handles:
+        h.remove()
+    expected = np.stack([np.einsum("btf,bt->bf", (o > 0).astype(np.float32), mask) for o in outputs], axis=1)
+    assert counts.shape == (4, lm.num_layers, lm.num_neurons)
+    np.testing.assert_array_equal(counts, expected)
+    assert 0 < counts.sum() < mask.sum() * lm.num_layers * lm.num_neurons

@@ -13,9 +13,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-Capture = Literal["none", "pooled", "full"]
+Capture = Literal["none", "pooled", "full", "active"]
 Output = Literal["logits", "hidden", "none"]
-CAPTURE_MODES = ("none", "pooled", "full")
+CAPTURE_MODES = ("none", "pooled", "full", "active")
 OUTPUT_MODES = ("logits", "hidden", "none")
 NEURONS = "neurons"  # name of the sown intermediate
 
@@ -92,23 +92,30 @@ class NeuronHook(nn.Module):
     """Zeroes masked neurons and exposes them with `sow`, as the layer's MLP sees them.
 
     `capture="pooled"` sows the float32 mean over each sequence's real tokens, [B, F]; `"full"` sows
-    [B, T, F]; under the layer scan these stack to [M, B, F] and [M, B, T, F].
+    [B, T, F]; `"active"` sows, per neuron, the number of real tokens where the activation function's
+    output is > 0 (LAPE's counts), [B, F]. Under the layer scan these stack to [M, B, ...].
     """
 
     capture: Capture = "none"
 
     @nn.compact
-    def __call__(self, h: jax.Array, layer_mask: jax.Array | None, token_mask: jax.Array) -> jax.Array:
-        """h [B, T, F]; layer_mask bool [B or 1, F] (True = zeroed) or None; token_mask [B, T]."""
+    def __call__(self, h: jax.Array, layer_mask: jax.Array | None, token_mask: jax.Array,
+                 activation: jax.Array | None = None) -> jax.Array:
+        """h [B, T, F]; layer_mask bool [B or 1, F] (True = zeroed) or None; token_mask [B, T];
+        activation [B, T, F]: the activation function's output where it differs from h (LLaMA's
+        SiLU(gate)), else None."""
         if layer_mask is not None:
             h = jnp.where(layer_mask[:, None, :], jnp.zeros((), h.dtype), h)
+        weights = token_mask.astype(jnp.float32)
         if self.capture == "full":
             self.sow("intermediates", NEURONS, h)
         elif self.capture == "pooled":
-            weights = token_mask.astype(jnp.float32)
             count = jnp.maximum(weights.sum(axis=1, keepdims=True), 1.0)
             pooled = jnp.einsum("btf,bt->bf", h, weights, preferred_element_type=jnp.float32) / count
             self.sow("intermediates", NEURONS, pooled)
+        elif self.capture == "active":
+            active = (h if activation is None else activation) > 0
+            self.sow("intermediates", NEURONS, jnp.einsum("btf,bt->bf", active.astype(jnp.float32), weights))
         return h
 
 

@@ -115,9 +115,9 @@ class LlamaMLP(nn.Module):
         s = self.spec
         dense = lambda n, name: nn.Dense(n, use_bias=s.mlp_bias, dtype=self.dtype, param_dtype=self.dtype,
                                          name=name)
-        h = ACTIVATIONS[s.hidden_act](dense(s.intermediate_size, "gate_proj")(x)) * dense(
-            s.intermediate_size, "up_proj")(x)
-        h = common.NeuronHook(self.capture, name="neurons")(h, layer_mask, token_mask)
+        activation = ACTIVATIONS[s.hidden_act](dense(s.intermediate_size, "gate_proj")(x))
+        h = activation * dense(s.intermediate_size, "up_proj")(x)
+        h = common.NeuronHook(self.capture, name="neurons")(h, layer_mask, token_mask, activation)
         return dense(s.hidden_size, "down_proj")(h)
 
 
