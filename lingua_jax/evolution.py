@@ -1,0 +1,133 @@
+"""The analysis over a sweep of checkpoints (training steps) or model sizes (paper Sections 4.4-4.7).
+
+One `pipeline.Analysis` per checkpoint in `<results_dir>/<label>/` (each resumable), one row per
+checkpoint with LRDS, SADS, SKLR and XStoryCloze accuracy, plots against step or size (Fig. 4, 7) and
+the per-layer key-neuron distribution per checkpoint (Fig. 5). Checkpoints whose weight files are
+byte-identical to an earlier one's (this happens in published BLOOM sweeps) are reported as such and
+not analysed twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lingua_jax import checkpoints, pipeline, plots
+from lingua_jax.io import write_atomic
+from lingua_jax.tables import markdown_table, write_table
+
+ROW_STAGES = ("extract", "metrics", "regions", "xstorycloze")
+
+
+def resolve_checkpoint(spec: str) -> Path:
+    """A local checkpoint directory, or "hub_id@revision" (e.g. bigscience/bloom-560m-intermediate@
+    global_step1000) fetched with huggingface_hub when online."""
+    if Path(spec).expanduser().is_dir():
+        return Path(spec).expanduser()
+    repo, _, revision = spec.partition("@")
+    if "/" not in repo:
+        raise FileNotFoundError(f"checkpoint {spec!r} is neither a local directory nor hub_id@revision")
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo, revision=revision or None,
+                                      allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]))
+    except Exception as e:  # offline, unknown repo or revision
+        raise FileNotFoundError(f"could not fetch {spec!r} from the hub ({type(e).__name__}: {e}); "
+                                "download it where there is a network and pass the local directory") from e
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """sha256 over the checkpoint's weight files (name and bytes), config.json excluded: equal for
+    checkpoints that hold identical weights."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in Path(path).iterdir()
+                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
+    if not files:
+        raise FileNotFoundError(f"{str(path)!r} has no weight files to fingerprint")
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def sweep(config: ml_collections.ConfigDict, specs: Sequence[str], labels: Sequence[str],
+          xs: Sequence[float], results_dir: str | os.PathLike, stages: Sequence[str] = ROW_STAGES,
+          xlabel: str = "training step", log_x: bool = False) -> dict[str, Any]:
+    """Analyse each checkpoint with `config` (its model path replaced); returns the written files."""
+    if not len(specs) == len(labels) == len(xs):
+        raise ValueError(f"{len(specs)} checkpoints, {len(labels)} labels and {len(xs)} x values differ")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be unique: {list(labels)}")
+    results = Path(results_dir)
+    paths = [resolve_checkpoint(spec) for spec in specs]
+    for path in paths:
+        checkpoints.load_config(path)  # every checkpoint readable before any heavy work
+    rows, layer_counts, seen = [], [], {}
+    for spec, label, x, path in zip(specs, labels, xs, paths):
+        digest = fingerprint(path)
+        row = {"label": label, "x": x, "checkpoint": spec, "fingerprint": digest[:16], "identical_to": ""}
+        if digest in seen:
+            earlier = seen[digest]
+            logging.warning("%s holds the same weights as %s: not analysed again", label, earlier["label"])
+            rows.append({**earlier, **row, "identical_to": earlier["label"]})
+            layer_counts.append(layer_counts[rows.index(earlier)])
+            continue
+        analysis_config = copy.deepcopy(config)
+        analysis_config.model.path = str(path)
+        analysis_config.model.random = ml_collections.ConfigDict()
+        analysis_config.results_dir = str(results / label)
+        outputs = pipeline.Analysis(analysis_config).run(stages)
+        row.update(scores(outputs))
+        rows.append(row)
+        layer_counts.append(_layer_counts(results / label))
+        seen[digest] = row
+    return write_outputs(results, rows, layer_counts, xlabel, log_x)
+
+
+def scores(outputs: dict[str, Any]) -> dict[str, float]:
+    """LRDS, SADS, SKLR and the mean unablated XStoryCloze accuracy of one analysis."""
+    row = {"lrds": outputs["metrics"]["lrds"], "sads": outputs["metrics"]["sads"],
+           "sklr": outputs["regions"]["sklr"]}
+    cloze = outputs.get("xstorycloze", {}).get("rows")
+    row["xstorycloze"] = float(np.mean([r["acc_none"] for r in cloze])) if cloze else float("nan")
+    return row
+
+
+def _layer_counts(results: Path) -> np.ndarray:
+    """int [M]: key neurons per layer, summed over languages."""
+    rows = json.loads((results / "regions" / "key_neurons_per_layer.json").read_text())["rows"]
+    return np.sum([[v for k, v in r.items() if k.startswith("layer_")] for r in rows], axis=0)
+
+
+def write_outputs(results: Path, rows: list[dict[str, Any]], layer_counts: list[np.ndarray], xlabel: str,
+                  log_x: bool) -> dict[str, Any]:
+    """evolution.csv/json/md, the metric-vs-x plot, the per-layer distribution plot (when every
+    checkpoint has the same layer count) and summary.md listing identical checkpoints."""
+    table = write_table(rows, results, "evolution")
+    xs = np.array([r["x"] for r in rows], dtype=float)
+    figures = {"evolution": plots.evolution(
+        xs, {k: np.array([r[k] for r in rows], dtype=float) for k in ("lrds", "sads", "sklr", "xstorycloze")},
+        results / "evolution.png", xlabel, log_x=log_x)}
+    if len({len(c) for c in layer_counts}) == 1:
+        figures["layers"] = plots.layer_distribution_over_checkpoints(
+            [r["label"] for r in rows], np.stack(layer_counts), results / "key_neurons_per_layer.png")
+    identical = [[r["label"], r["identical_to"]] for r in rows if r["identical_to"]]
+    lines = ["# Evolution over checkpoints", "",
+             markdown_table(["label", xlabel, "LRDS", "SADS", "SKLR", "XStoryCloze"],
+                            [[r["label"], r["x"], r["lrds"], r["sads"], r["sklr"], r["xstorycloze"]] for r in rows]),
+             "## Identical weights", "",
+             markdown_table(["checkpoint", "same weights as"], identical) if identical else "none", ""]
+    lines += [f"![{name}]({Path(p).name})" for name, p in figures.items()]
+    summary = write_atomic(results / "summary.md", "\n".join(lines) + "\n")
+    return {"table": table, "figures": figures, "summary": summary, "identical": identical}
