@@ -86,3 +86,28 @@ def test_orbax_checkpoint_restores_onto_another_mesh(checkpoint, tmp_path):
     np.testing.assert_array_equal(lj.load_pretrained(tmp_path / "orbax").pooled(ids, mask),
                                   lj.load_pretrained(checkpoint("llama_mesh", VOCAB)).pooled(ids, mask))
     assert restored.source["path"] == str((tmp_path / "orbax").resolve())
+
+
+def test_generation_and_metrics_on_a_mesh(checkpoint):
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from lingua_jax import generation, metrics
+
+    path = checkpoint("llama_mesh", VOCAB)
+    mesh = sharding.make_mesh((2, 4))
+    single, sharded = lj.load_pretrained(path), lj.load_pretrained(path, mesh=mesh)
+    ids, _ = batch(3)
+    mask = np.ones_like(ids)
+    mask[:3, :4] = 0  # left padding, as generation needs
+    np.testing.assert_array_equal(generation.greedy(sharded, ids, mask, 6), generation.greedy(single, ids, mask, 6))
+
+    rng = np.random.RandomState(0)
+    acts = rng.rand(9 * 8, 2, 128).astype(np.float32)
+    lang, sem = np.repeat(np.arange(9), 8), np.tile(np.arange(8), 9)
+    acts[lang == 3, 1, :5] += 2.0  # planted language neurons
+    split = jax.device_put(acts, NamedSharding(mesh, PartitionSpec(None, None, "model")))
+    np.testing.assert_array_equal(metrics.key_regions(split, lang), metrics.key_regions(acts, lang))
+    assert metrics.key_regions(split, lang)[3, 1, :5].all()
+    assert_close(metrics.contribution_scores(split, lang), metrics.contribution_scores(acts, lang))
+    assert abs(metrics.sads(metrics.similarity(split), lang, sem)
+               - metrics.sads(metrics.similarity(acts), lang, sem)) < 1e-6
