@@ -11,7 +11,7 @@ def base_config() -> ml_collections.ConfigDict:
     """Every setting the analysis reads, with the paper's protocol as default where it has one."""
     c = ml_collections.ConfigDict()
     c.results_dir = "results/run"
-    c.stages = "extract,metrics,regions,ablation,xstorycloze,generation,report"
+    c.stages = "extract,metrics,regions,ablation,xstorycloze,generation,compare,report"
     c.model = ml_collections.ConfigDict(dict(path="demo", dtype="float32", mesh=(), fsdp=False))
     c.model.random = ml_collections.ConfigDict()  # set fields (family, hidden_size, ...) for a random model
     c.tokenizer = ""  # default: the model directory's tokenizer
@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
                                                    languages=("en", "zh", "es", "ar", "hi", "id"), limit=0,
                                                    batch_size=8))
     c.generation = ml_collections.ConfigDict(dict(prompts_per_language=2, max_new_tokens=64))
+    c.methods = "zscore"  # "zscore,lape" adds the comparison with LAPE (Tang et al., 2024)
+    c.lape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
     return c
 
 

@@ -1,6 +1,7 @@
 """The whole analysis as resumable stages, driven by an ml_collections config.
 
-extract -> metrics -> regions -> ablation -> xstorycloze -> generation -> report. Each stage writes
+extract -> metrics -> regions -> ablation -> xstorycloze -> generation -> compare (z-score regions vs
+LAPE, when `methods` names both) -> report. Each stage writes
 its files into `<results_dir>/<stage>/` and, last, `done.json` with a key over its config and the keys
 of the stages it reads: a re-run skips every stage whose key is unchanged, and a killed run resumes at
 the first stage that had not finished. Bad input (missing paths, unknown family, languages absent from
@@ -23,17 +24,17 @@ import transformers
 from absl import logging
 
 import lingua_jax
-from lingua_jax import checkpoints, data, evaluate, extract, generation, metrics, plots, report, sharding
+from lingua_jax import checkpoints, data, evaluate, extract, generation, lape, metrics, plots, report, sharding
 from lingua_jax.io import write_atomic
 from lingua_jax.lm import LM, load_pretrained, random_init, save_pretrained
 from lingua_jax.tables import write_table
 
-STAGES = ("extract", "metrics", "regions", "ablation", "xstorycloze", "generation", "report")
+STAGES = ("extract", "metrics", "regions", "ablation", "xstorycloze", "generation", "compare", "report")
 READS = {"extract": (), "metrics": ("extract",), "regions": ("extract",), "ablation": ("regions",),
-         "xstorycloze": ("regions",), "generation": ("regions",), "report": STAGES[:-1]}
+         "xstorycloze": ("regions",), "generation": ("regions",), "compare": ("regions",), "report": STAGES[:-1]}
 CONFIG = {"extract": ("model", "tokenizer", "corpus", "extract"), "metrics": (), "regions": ("regions",),
           "ablation": ("ablation",), "xstorycloze": ("xstorycloze",), "generation": ("generation",),
-          "report": ()}
+          "compare": ("methods", "lape", "ablation"), "report": ()}
 DEMO_MODEL = Path(lingua_jax.__file__).parent / "assets" / "demo"
 REPO_DATA = Path(lingua_jax.__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data of a checkout
 
@@ -136,9 +137,11 @@ class Analysis:
     # --- stage bookkeeping --------------------------------------------------------------------------
 
     def key(self, stage: str) -> str:
+        """sha256 over the stage's config and the keys of the stages it reads; the report reads
+        whatever has finished, so it is redone when another stage finishes."""
+        reads = [self.key(s) if stage != "report" or self.done(s) is not None else None for s in READS[stage]]
         what = {"stage": stage, "model": self.model_identity, "languages": self.languages,
-                "config": {k: _plain(self.config.get(k)) for k in CONFIG[stage]},
-                "reads": [self.key(s) for s in READS[stage]]}
+                "config": {k: _plain(self.config.get(k)) for k in CONFIG[stage]}, "reads": reads}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def done(self, stage: str) -> dict[str, Any] | None:
@@ -208,15 +211,15 @@ class Analysis:
                    "layerwise": plots.layerwise_scores(np.asarray(lrds), np.asarray(sads), out / "layerwise.png")}
         return {**scores, "tables": _paths(tables), "figures": _paths(figures)}
 
-    def regions(self) -> np.ndarray:
-        with np.load(self.results / "regions" / "regions.npz") as f:
+    def regions(self, stage: str = "regions") -> np.ndarray:
+        """bool [L, M, F]: the key regions a stage stored."""
+        with np.load(self.results / stage / "regions.npz") as f:
             return np.unpackbits(f["packed"], count=int(np.prod(f["shape"]))).reshape(f["shape"]).astype(bool)
 
     def stage_regions(self, out: Path, _) -> dict[str, Any]:
         acts = self.activations()
         regions = np.asarray(metrics.key_regions(acts.acts, acts.lang, self.config.regions.threshold))
-        write_atomic(out / "regions.npz", lambda f: np.savez_compressed(
-            f, packed=np.packbits(regions.ravel()), shape=np.array(regions.shape)))
+        save_regions(regions, out)
         total = regions[0].size
         counts = np.asarray(metrics.counts_per_layer(regions))
         sizes = [{"language": l, "neurons": int(regions[i].sum()), "percent": 100.0 * regions[i].sum() / total}
@@ -244,20 +247,29 @@ class Analysis:
         masks[evaluate.RANDOM] = evaluate.random_mask(*regions.shape[1:], fraction, seed)
         return masks
 
-    def stage_ablation(self, out: Path, _) -> dict[str, Any]:
+    @functools.cached_property
+    def ablation_streams(self) -> dict[str, np.ndarray]:
+        """{language: its ablation text tokenized once}, cut to `max_windows` windows when set."""
         a = self.config.ablation
-        texts = ablation_texts(a.text, self.languages)
         streams = {lang: np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-                   for lang, text in texts.items()}
+                   for lang, text in ablation_texts(a.text, self.languages).items()}
         if a.get("max_windows"):
             streams = {lang: ids[:a.max_windows * a.seqlen] for lang, ids in streams.items()}
-        table = evaluate.ablation_table(self.lm, streams, self.regions(), self.languages, a.seqlen,
+        return streams
+
+    def ablate(self, regions: np.ndarray, out: Path, name: str) -> dict[str, Any]:
+        """The perplexity table for `regions` bool [L, M, F] (+ full model and matched random set)."""
+        a = self.config.ablation
+        table = evaluate.ablation_table(self.lm, self.ablation_streams, regions, self.languages, a.seqlen,
                                         random_fraction=a.get("random_fraction"), seed=a.seed,
                                         batch_size=a.batch_size)
-        tables = {"ablation": evaluate.write_table(table, out)}
-        figures = {"ablation": plots.ablation_heatmap(table.records(), list(table.languages), out / "ablation.png")}
+        tables = {name: evaluate.write_table(table, out, name)}
+        figures = {name: plots.ablation_heatmap(table.records(), list(table.languages), out / f"{name}.png")}
         return {"records": table.records(), "languages": list(table.languages),
                 "tables": _paths(tables), "figures": _paths(figures)}
+
+    def stage_ablation(self, out: Path, _) -> dict[str, Any]:
+        return self.ablate(self.regions(), out, "ablation")
 
     def stage_xstorycloze(self, out: Path, _) -> dict[str, Any]:
         x = self.config.xstorycloze
@@ -294,6 +306,36 @@ class Analysis:
         write_atomic(out / "generations.json", json.dumps(rows, ensure_ascii=False, indent=1))
         return {"tables": {"generations": {"md": str(out / "generations.md"), "json": str(out / "generations.json")}}}
 
+    def stage_compare(self, out: Path, _) -> dict[str, Any]:
+        """LAPE (Tang et al. 2024) beside the z-score regions: sizes, Jaccard overlap, per-layer counts,
+        and the ablation table of the LAPE regions and of the two methods' intersection."""
+        methods = self.config.methods.split(",")
+        if "lape" not in methods:
+            return {"skipped": f"methods={self.config.methods}"}
+        e, acts = self.config.extract, self.activations()
+        probs = lape.activation_probabilities(self.lm, self.tokenizer, self.samples, batch_size=e.batch_size,
+                                              add_special_tokens=e.add_special_tokens, max_length=e.max_length,
+                                              truncate=True)
+        write_atomic(out / "lape_probabilities.npy", lambda f: np.save(f, probs))
+        found = np.asarray(metrics.lape_regions(probs, **self.config.lape.to_dict()))
+        save_regions(found, out)
+        zscore = self.regions()
+        rows, both = lape.compare_regions(zscore, found, acts.languages)
+        tables = {"methods": write_table(rows, out, "methods"),
+                  "methods_per_layer": write_table(lape.compare_layers(zscore, found, acts.languages), out,
+                                                   "methods_per_layer")}
+        figures = {"lape_key_neurons": plots.key_neurons_per_layer(
+            np.asarray(metrics.counts_per_layer(found)), list(acts.languages), out / "lape_key_neurons.png",
+            total_per_layer=found.shape[-1], title="Key neurons (LAPE)")}
+        empty = [row["language"] for row in rows if row["both"] == 0]
+        ablations = {name: self.ablate(regions, out, name)
+                     for name, regions in (("ablation_lape", found), ("ablation_intersection", both))}
+        for done in ablations.values():
+            tables.update(done["tables"])
+            figures.update(done["figures"])
+        return {"rows": rows, "empty_intersection": empty, "ablations": ablations,
+                "tables": _paths(tables), "figures": _paths(figures)}
+
     def stage_report(self, out: Path, outputs: dict[str, Any]) -> dict[str, Any]:
         model = self.config.model
         provenance = report.Provenance.from_lm(
@@ -301,6 +343,7 @@ class Analysis:
             samples_per_language=dict.fromkeys(self.languages, self.samples.n), seed=self.config.corpus.seed,
             threshold=self.config.regions.threshold, random_weights=bool(model.get("random")))
         headline: dict[str, Any] = {}
+        notes: list[str] = []
         tables: dict[str, Any] = {}
         figures: dict[str, Any] = {}
         for stage in STAGES[1:-1]:
@@ -318,8 +361,25 @@ class Analysis:
             elif stage == "xstorycloze" and "rows" in done:
                 headline["XStoryCloze accuracy"] = {r["language"]: {k[4:]: v for k, v in r.items()
                                                                     if k.startswith("acc_")} for r in done["rows"]}
-        summary = report.write_summary(out, provenance, headline, tables, figures)
+            elif stage == "compare" and "rows" in done:
+                headline["z-score vs LAPE regions"] = {r["language"]: {k: v for k, v in r.items() if k != "language"}
+                                                       for r in done["rows"]}
+                for name, ablation in done["ablations"].items():
+                    headline[f"perplexity increase (%), {name}"] = report.ablation_headline(
+                        ablation["records"], ablation["languages"])
+                if done["empty_intersection"]:
+                    notes.append("The z-score and LAPE regions do not intersect for "
+                                 f"{', '.join(done['empty_intersection'])}: their intersection rows zero "
+                                 "nothing, so they equal the full model.")
+        summary = report.write_summary(out, provenance, headline, tables, figures,
+                                       notes="\n\n".join(notes) or None)
         return {"summary": str(summary)}
+
+
+def save_regions(regions: np.ndarray, directory: Path) -> None:
+    """bool [L, M, F] as regions.npz (bit-packed), atomically."""
+    write_atomic(directory / "regions.npz", lambda f: np.savez_compressed(
+        f, packed=np.packbits(regions.ravel()), shape=np.array(regions.shape)))
 
 
 def ablation_texts(text: ml_collections.ConfigDict, languages: Sequence[str]) -> dict[str, str]:

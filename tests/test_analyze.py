@@ -73,7 +73,8 @@ def test_second_run_recomputes_nothing(first_run):
 
 
 def test_killed_run_resumes(tmp_path):
-    proc = analyze(tmp_path)
+    stages = "--stages=extract,metrics,regions,ablation,report"
+    proc = analyze(tmp_path, stages)
     marker = tmp_path / "regions" / "done.json"
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -81,7 +82,7 @@ def test_killed_run_resumes(tmp_path):
     proc.kill()
     proc.communicate()
     assert marker.exists() and not (tmp_path / "report" / "done.json").exists()
-    _, err = finish(analyze(tmp_path))
+    _, err = finish(analyze(tmp_path, stages))
     for stage in ("extract", "metrics", "regions"):
         assert f"stage {stage}: already done, skipped" in err
     assert "stage ablation: running" in err and (tmp_path / "report" / "summary.md").is_file()
@@ -113,3 +114,19 @@ def test_bad_input_fails_before_heavy_work(tmp_path):
     config.stages = "extract,nonsense"
     with pytest.raises(ValueError, match=r"unknown stages \['nonsense'\]"):
         pipeline.Analysis(config).run(config.stages.split(","))
+
+
+def test_method_comparison_with_lape_is_in_the_report(tmp_path):
+    out, err = finish(analyze(tmp_path, "--config.methods=zscore,lape", "--config.lape.top_rate=0.05",
+                              "--stages=extract,regions,compare,report"))
+    rows = json.loads((tmp_path / "compare" / "methods.json").read_text())["rows"]
+    assert [r["language"] for r in rows] == ["en", "zh", "fr", "es", "pt", "ar", "vi", "hi", "id"]
+    assert {"zscore", "lape", "both", "jaccard"} <= set(rows[0])
+    per_layer = json.loads((tmp_path / "compare" / "methods_per_layer.json").read_text())["rows"]
+    assert len(per_layer) == 9 * 2
+    for name in ("ablation_lape", "ablation_intersection"):
+        ablated = [r["ablated"] for r in json.loads((tmp_path / "compare" / f"{name}.json").read_text())["rows"]]
+        assert ablated[0] == "full" and ablated[-1] == "random"
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "z-score vs LAPE regions" in summary and "ablation_lape" in summary
+    assert "lape_key_neurons.png" in summary
