@@ -179,7 +179,7 @@ def save_pretrained(lm: LM, path: str | os.PathLike, tokenizer: Any = None, form
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = copy.deepcopy(lm.config)
-    config.torch_dtype = config.dtype = jnp.dtype(lm.dtype).name
+    config.dtype = jnp.dtype(lm.dtype).name
     config.save_pretrained(path)
     if format == "orbax":
         checkpoints.save_orbax(lm.params, path)
