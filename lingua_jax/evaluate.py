@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from lingua_jax.data.batching import Batches, make_batches, windows as cut_windows
 from lingua_jax.data.xstorycloze import Story, cross_lingual_prompt
 from lingua_jax import tables
+from lingua_jax.sharding import to_host
 from lingua_jax.generation import generate  # noqa: F401  (public as lingua_jax.evaluate.generate)
 from lingua_jax.lm import LM
 from lingua_jax.progress import progress
@@ -121,9 +122,9 @@ def _score(lm: LM, batches: Iterable[ScoreBatch], num_batches: int, masks: np.nd
         out = _logprob_sums(lm.module, lm.params, *map(lm.place, inputs), device_masks, lm.place(batch.mask_ids),
                             chunk=chunk or _chunk_size(b, t, lm.spec.vocab_size))
         if pending is not None:
-            sums.append(np.asarray(pending, dtype=np.float64).sum(axis=1))
+            sums.append(to_host(pending).astype(np.float64).sum(axis=1))
         pending = out
-    return sums + [np.asarray(pending, dtype=np.float64).sum(axis=1)]
+    return sums + [to_host(pending).astype(np.float64).sum(axis=1)]
 
 
 # --- perplexity ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 
 from lingua_jax.data import make_batches, tokenize_each
 from lingua_jax.lm import LM
+from lingua_jax.sharding import to_host
 
 
 def init_cache(lm: LM, batch: int, slots: int) -> tuple[jax.Array, jax.Array]:
@@ -59,14 +60,14 @@ def greedy(lm: LM, input_ids, attention_mask, max_new_tokens: int, neuron_mask=N
     Returns int32 [B, max_new_tokens]: the new tokens; after a sequence emits `eos_token_id` the rest
     of its row is `pad_token_id`. `neuron_mask` [M, F] or [B, M, F] zeroes neurons in every step.
     """
-    input_ids, attention_mask, neuron_mask = lm.check_inputs(input_ids, attention_mask, neuron_mask)
     if np.any(np.asarray(attention_mask)[:, -1] == 0):
         raise ValueError("prompts must be left-padded: the last position of every row must be a real token")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    input_ids, attention_mask, neuron_mask = lm.check_inputs(input_ids, attention_mask, neuron_mask)
     cache = init_cache(lm, input_ids.shape[0], input_ids.shape[1] + max_new_tokens)
     eos = -1 if eos_token_id is None else eos_token_id
-    return np.asarray(_greedy(lm.module, lm.params, input_ids, attention_mask, neuron_mask, jnp.int32(eos),
+    return to_host(_greedy(lm.module, lm.params, input_ids, attention_mask, neuron_mask, jnp.int32(eos),
                               jnp.int32(pad_token_id), cache, max_new_tokens=max_new_tokens))
 
 

@@ -12,17 +12,19 @@ if __name__ == "__main__":  # before jax is imported
 import numpy as np  # noqa: E402
 
 import lingua_jax as lj  # noqa: E402
-from lingua_jax import sharding  # noqa: E402
+from lingua_jax import evaluate, sharding  # noqa: E402
 
 
 def run(lm: lj.LM) -> dict[str, np.ndarray]:
-    """Pooled activations and logits of a fixed padded batch, gathered to the host."""
+    """Pooled activations and logits of a fixed padded batch (gathered to the host), and perplexity."""
     rng = np.random.RandomState(0)
     ids = rng.randint(0, lm.spec.vocab_size, (8, 12)).astype(np.int32)
     mask = np.ones_like(ids)
     mask[::2, :5] = 0
     out = lm(ids, mask, capture="pooled")
-    return {"pooled": sharding.to_host(out.neurons), "logits": sharding.to_host(out.logits)}
+    ppl = evaluate.perplexity(lm, rng.randint(0, lm.spec.vocab_size, 4 * 16), 16, batch_size=8)
+    return {"pooled": sharding.to_host(out.neurons), "logits": sharding.to_host(out.logits),
+            "perplexity": np.array(ppl)}
 
 
 def main(pid: int, num: int, port: str, checkpoint: str, out: str) -> None:

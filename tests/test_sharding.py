@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import lingua_jax as lj
-from lingua_jax import sharding
+from lingua_jax import evaluate, metrics, sharding
 
 MESHES = [(8, 1), (4, 2), (2, 4), (1, 8)]
 VOCAB = 128  # divides every model axis
@@ -27,19 +27,28 @@ def batch(seed=0):
     return ids, mask
 
 
+TOKENS = np.random.RandomState(2).randint(0, VOCAB, 4 * 16)  # a stream of four 16-token windows
+
+
+def regions_of(pooled):
+    """Key regions of pooled activations [8, M, F] read as 4 languages x 2 sentences (tau = 0.05)."""
+    return metrics.key_regions(pooled, np.repeat(np.arange(4), 2), threshold=0.05)
+
+
 @pytest.fixture(scope="module", params=["bloom_mesh", "llama_mesh"])
 def single(request, checkpoint):
     path = checkpoint(request.param, VOCAB)
     lm = lj.load_pretrained(path)
     ids, mask = batch()
     neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
-    return path, lm(ids, mask, capture="pooled"), lm(ids, mask, neuron_mask=neuron_mask), neuron_mask
+    ppl = evaluate.perplexity(lm, TOKENS, 16, neuron_mask[0], batch_size=8)
+    return path, lm(ids, mask, capture="pooled"), lm(ids, mask, neuron_mask=neuron_mask), neuron_mask, ppl
 
 
 @pytest.mark.parametrize("shape", MESHES)
 def test_mesh_forward_equals_single_device(single, shape):
     assert len(jax.devices()) == 8
-    path, reference, masked, neuron_mask = single
+    path, reference, masked, neuron_mask, ppl = single
     lm = lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
     ids, mask = batch()
     out = lm(ids, mask, capture="pooled")
@@ -47,6 +56,8 @@ def test_mesh_forward_equals_single_device(single, shape):
     assert_close(out.neurons, reference.neurons)
     assert_close(lm.pooled(ids, mask), reference.neurons)
     assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, masked.logits)
+    assert abs(evaluate.perplexity(lm, TOKENS, 16, neuron_mask[0], batch_size=8) / ppl - 1) < 1e-5
+    np.testing.assert_array_equal(regions_of(out.neurons), regions_of(reference.neurons))
     up = lm.params["transformer"]["h"]["mlp"]["dense_h_to_4h"] if lm.family == "bloom" else \
         lm.params["model"]["layers"]["mlp"]["up_proj"]
     assert up["kernel"].sharding.spec == jax.sharding.PartitionSpec(None, None, "model")
