@@ -13,7 +13,7 @@ def get_config():
     c.corpus.n = 60
     c.extract.max_length = 64
     c.ablation.text.kind = "bundled"
-    c.ablation.seqlen = 128
+    c.ablation.seqlen = 64
     c.xstorycloze.limit = 50
     c.generation.max_new_tokens = 24
     return c

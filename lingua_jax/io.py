@@ -24,5 +24,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object] | 
         except BaseException:
             os.unlink(f.name)
             raise
+    os.chmod(f.name, 0o666 & ~_umask())  # as a plain open() would create it (tempfile uses 0600)
     os.replace(f.name, path)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
