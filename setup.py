@@ -11,7 +11,7 @@ setup(
     ),
     python_requires=">=3.11",
     packages=find_packages(include=["lingua_jax", "lingua_jax.*"]),
-    package_data={"lingua_jax": ["data/parallel_sample/*", "assets/**/*"]},
+    package_data={"lingua_jax": ["data/parallel_sample/*", "assets/demo/*"]},
     include_package_data=True,
     install_requires=[
         "jax>=0.5",
