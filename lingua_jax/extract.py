@@ -1,14 +1,25 @@
 """Pooled neuron activations over a parallel corpus (eq. 5-6 before normalisation), and their store.
 
-Shapes: N = L * n samples in (language, sentence) order, M layers, F neurons per layer.
+Two ways to batch the sentences (each tokenized alone): bucketed (one sentence per row, rows padded to
+a few bucket lengths) or packed (several sentences per row, each attending only to itself, with its own
+positions from 0; almost no padding and one compiled shape). Either way each sentence's result is the
+one it has alone, and the per-language sums of the normalised vectors a(s) and a(s)² that the
+contribution scores need (eq. 10-12) are accumulated on the device batch by batch, so scoring needs no
+further pass over the activations.
+
+Shapes: N = L * n samples in (language, sentence) order, M layers, F neurons per layer, L languages,
+B rows per batch, T row length, S sentences per packed row.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +27,19 @@ import numpy as np
 from absl import logging
 
 import jax
+import jax.numpy as jnp
 
-from lingua_jax import sharding
-from lingua_jax.data import ParallelCorpus, batch_texts
+from lingua_jax import metrics, sharding
+from lingua_jax.data import ParallelCorpus, batch_texts, bucket_sizes, tokenize_each
 from lingua_jax.io import write_atomic
 from lingua_jax.lm import LM
+from lingua_jax.models import common
 from lingua_jax.progress import progress
 
 FILES = ("acts.npy", "labels.npz", "metadata.json")  # metadata.json is written last: it marks completion
+SUMS_FILE = "language_sums.npz"  # optional: the streamed per-language sums
+MIN_PACK_LENGTH = 128  # packed rows are at least this long unless a cap (max_length, buckets) is given
+HIGHEST = jax.lax.Precision.HIGHEST
 
 
 @dataclasses.dataclass
@@ -35,24 +51,250 @@ class Activations:
     sem: np.ndarray
     languages: tuple[str, ...]
     metadata: dict[str, Any]
+    sums: np.ndarray | None = None  # float32 [L, M, F]: Σ a(s) over each language's samples (eq. 6 vectors)
+    sums_of_squares: np.ndarray | None = None  # float32 [L, M, F]: Σ a(s)², likewise
+
+    def contribution_scores(self) -> jax.Array:
+        """C [L, M, F] (eq. 10-12): from the streamed sums when present, else from `acts`."""
+        if self.sums is None or self.sums_of_squares is None:
+            return metrics.contribution_scores(self.acts, self.lang)
+        return metrics.contribution_scores_from_sums(self.sums, self.sums_of_squares)
 
 
 def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int = 16,
-            add_special_tokens: bool = False, **batching: Any) -> Activations:
-    """Each sentence tokenized alone, bucketed into a few padded shapes, run through `lm.pooled`.
+            add_special_tokens: bool = False, pack: bool = False, **batching: Any) -> Activations:
+    """Each sentence tokenized alone and run through the model; its neurons averaged over its tokens.
 
-    `batching` options go to `data.batch_texts` (buckets, max_length, truncate, padding_side); one
-    compile per distinct batch shape, which is logged.
+    Bucketed (`pack=False`): `batch_size` sentences per batch, padded to one of a few bucket lengths;
+    `batching` options go to `data.batch_texts` (buckets, max_length, truncate, padding_side).
+    Packed (`pack=True`): sentences, longest first, are packed best-fit into rows of MIN_PACK_LENGTH
+    tokens, or of the next power of two up to the cap for longer ones (`PackedBatches.build`), about
+    batch_size * MIN_PACK_LENGTH tokens per batch; `max_length`, `buckets` and `truncate` mean what
+    they mean for bucketing. One compile per distinct batch shape (logged and listed in the metadata). The per-language sums of a(s) and a(s)² are accumulated on the
+    device as the batches finish (`Activations.sums`, `.sums_of_squares`).
     """
-    batches = batch_texts(tokenizer, corpus.texts, batch_size, add_special_tokens=add_special_tokens, **batching)
-    logging.info("extracting %d sentences in %d batches of %d shapes %s", batches.num_samples, len(batches),
-                 len(batches.shapes), batches.shapes)
-    outputs = [sharding.to_host(lm.pooled(b.input_ids, b.attention_mask))
-               for b in progress(batches, len(batches), "pooled activations")]
+    if pack:
+        plan = PackedBatches.build(tokenize_each(tokenizer, corpus.texts, add_special_tokens), batch_size,
+                                   _pad_id(tokenizer), _data_axis(lm), **batching)
+        run, num_batches, shapes = _packed_outputs(lm, plan), len(plan.batches), plan.shapes
+        num_samples = len(plan.token_ids)
+    else:
+        batches = batch_texts(tokenizer, corpus.texts, batch_size, add_special_tokens=add_special_tokens, **batching)
+        run = ((b.index, lm.pooled(b.input_ids, b.attention_mask)) for b in batches)
+        num_batches, num_samples, shapes = len(batches), batches.num_samples, batches.shapes
+    logging.info("extracting %d sentences in batches of %d shape(s) %s%s", num_samples, len(shapes), shapes,
+                 " (packed)" if pack else "")
+    acts, sums, squares = _collect(lm, run, num_batches, num_samples, corpus.lang, len(corpus.languages))
     metadata = {"languages": list(corpus.languages), "n": corpus.n, "texts_sha256": _texts_hash(corpus),
-                "add_special_tokens": add_special_tokens, "batch_shapes": [list(s) for s in batches.shapes],
-                "tokenizer": getattr(tokenizer, "name_or_path", None), "model": lm.source}
-    return Activations(batches.scatter(outputs), corpus.lang, corpus.sem, tuple(corpus.languages), metadata)
+                "add_special_tokens": add_special_tokens, "batch_shapes": [list(s) for s in shapes],
+                "packed": pack, "tokenizer": getattr(tokenizer, "name_or_path", None), "model": lm.source}
+    if pack:
+        metadata.update(segments_per_row=sorted(set(plan.segments_of)), token_efficiency=plan.efficiency)
+    return Activations(acts, corpus.lang, corpus.sem, tuple(corpus.languages), metadata, sums, squares)
+
+
+def _data_axis(lm: LM) -> int:
+    """How many ways the batch is split (the mesh's "data" axis; 1 without a mesh)."""
+    return 1 if lm.mesh is None else lm.mesh.shape["data"]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+
+
+# --- the per-language sums, streamed ----------------------------------------------------------------
+
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _accumulate(sums: jax.Array, squares: jax.Array, pooled: jax.Array, members: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """sums, squares [L, K] += Σ_r members[r, l]·a_r and ·a_r², a_r = row r of pooled [R, ...] over its
+    L2 norm; members [R, L] is 0/1 (all 0 for filler rows). Also returns each row's squared norm [R].
+    The accumulators are donated: updated in place."""
+    x = pooled.reshape(pooled.shape[0], -1).astype(jnp.float32)
+    squared = jnp.sum(x * x, axis=1)
+    usable = squared > 0
+    inverse = jnp.where(usable, jax.lax.rsqrt(jnp.where(usable, squared, 1.0)), 0.0)
+    weights = members * inverse[:, None]
+    sums = sums + jnp.einsum("rl,rk->lk", weights, x, precision=HIGHEST)
+    squares = squares + jnp.einsum("rl,rk->lk", weights * inverse[:, None], x * x, precision=HIGHEST)
+    return sums, squares, squared
+
+
+def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: int, num_samples: int,
+             lang: np.ndarray, num_languages: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Drain `run` ((sample index [R], pooled [R, M, F]) per batch, index -1 for filler rows): acts
+    [N, M, F] in sample order, and the streamed per-language sums (None, with a warning, when a
+    sample's vector is all zeros or not finite: it has no normalised vector)."""
+    m, f = lm.num_layers, lm.num_neurons
+    sums = squares = None
+    acts = np.empty((num_samples, m, f), np.float32)
+    norms = np.zeros(num_samples)
+    for index, pooled in progress(_prefetched(run), num_batches, "pooled activations"):
+        if sums is None:
+            sums, squares = (lm.place(jnp.zeros((num_languages, m * f), jnp.float32), batched=False)
+                             for _ in range(2))
+        valid = index >= 0
+        members = np.zeros((len(index), num_languages), np.float32)
+        members[valid, lang[index[valid]]] = 1.0
+        sums, squares, squared = _accumulate(sums, squares, pooled, lm.place(jnp.asarray(members),
+                                                                            batched=False))
+        acts[index[valid]] = sharding.to_host(pooled).reshape(len(index), m, f)[valid]
+        norms[index[valid]] = sharding.to_host(squared)[valid]
+    if not np.all((norms > 0) & np.isfinite(norms)):
+        logging.warning("some activation vectors are all zeros or not finite: no streamed sums")
+        return acts, None, None
+    return acts, *(sharding.to_host(x).reshape(num_languages, m, f) for x in (sums, squares))
+
+
+def _prefetched(run: Iterator[Any]) -> Iterator[Any]:
+    """`run`'s items one step late: batch i + 1 is dispatched before batch i is read back."""
+    pending = None
+    for item in run:
+        if pending is not None:
+            yield pending
+        pending = item
+    if pending is not None:
+        yield pending
+
+
+# --- packing ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PackedBatches:
+    """Sentences packed several to a row. batches[i] lists the rows of batch i, each row the samples
+    it holds in order; batch i has shape `shapes_of[i]` = (B rows, T tokens) and room for
+    `segments_of[i]` sentences per row (one value per shape, so one compile per shape)."""
+
+    token_ids: tuple[tuple[int, ...], ...]
+    batches: tuple[tuple[tuple[int, ...], ...], ...]
+    shapes_of: tuple[tuple[int, int], ...]
+    segments_of: tuple[int, ...]
+    pad_id: int
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """The distinct (B, T) batch shapes, ascending."""
+        return tuple(sorted(set(self.shapes_of)))
+
+    @property
+    def efficiency(self) -> float:
+        """Real tokens / all token slots of all batches."""
+        return sum(map(len, self.token_ids)) / sum(b * t for b, t in self.shapes_of)
+
+    @classmethod
+    def build(cls, token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int, data_axis: int = 1, *,
+              buckets: Sequence[int] | None = None, max_length: int | None = None, truncate: bool = False,
+              **unsupported: Any) -> "PackedBatches":
+        """Best-fit decreasing: each sentence, longest first, goes into the fullest row it fits in, or
+        opens a row of the shortest row length that holds it. Row lengths: powers of two from
+        MIN_PACK_LENGTH up to the cap (`max_length`, else max(`buckets`), else the first power of
+        two >= the longest sentence); short rows keep attention over unrelated tokens cheap. A batch
+        holds about batch_size * (shortest row length) tokens; rows per batch are evened out over the
+        batches of a row length and rounded up to a multiple of `data_axis`."""
+        if unsupported:
+            raise ValueError(f"option(s) {sorted(unsupported)} have no meaning when packing (pack=True)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not token_ids:
+            raise ValueError("no samples to batch")
+        longest = max(len(t) for t in token_ids)
+        if max_length is not None or buckets is not None:
+            top = bucket_sizes(longest, buckets, max_length)[-1]
+        else:
+            top = max(MIN_PACK_LENGTH, 1 << (longest - 1).bit_length())
+        lengths = sorted({min(top, MIN_PACK_LENGTH << k) for k in range(max(1, top.bit_length()))})
+        fitted = []
+        for i, tokens in enumerate(token_ids):
+            if not tokens:
+                raise ValueError(f"sample {i} has no tokens")
+            if len(tokens) > top and not truncate:
+                raise ValueError(f"sample {i} has {len(tokens)} tokens, more than the maximum {top} "
+                                 "(raise max_length/buckets or pass truncate=True)")
+            fitted.append(tuple(tokens[:top]))
+        rows: list[list[int]] = []
+        row_length: list[int] = []
+        free: list[tuple[int, int]] = []  # (free slots, row), ascending
+        for i in sorted(range(len(fitted)), key=lambda i: (-len(fitted[i]), i)):
+            size = len(fitted[i])
+            at = bisect.bisect_left(free, (size, -1))
+            if at == len(free):
+                row_length.append(next(length for length in lengths if length >= size))
+                rows.append([])
+                slots, row = row_length[-1], len(rows) - 1
+            else:
+                slots, row = free.pop(at)
+            rows[row].append(i)
+            bisect.insort(free, (slots - size, row))
+        batches, shapes, segments = [], [], []
+        for length in sorted(set(row_length), reverse=True):
+            group = [tuple(r) for r, n in zip(rows, row_length) if n == length]
+            target = max(1, batch_size * lengths[0] // length)
+            count = -(-len(group) // target)
+            per_batch = -(-len(group) // count)
+            per_batch = -(-per_batch // data_axis) * data_axis
+            for start in range(0, len(group), per_batch):
+                batches.append(tuple(group[start:start + per_batch]))
+                shapes.append((per_batch, length))
+                segments.append(max(map(len, group)))
+        return cls(tuple(fitted), tuple(batches), tuple(shapes), tuple(segments), pad_id)
+
+    def batch(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Batch i: input_ids, segment_ids (1..S per row, 0 on padding), positions (from 0 in each
+        sentence), all int32 [B, T], and index int32 [B, S] (the sample in each segment, -1 if none)."""
+        (b, t), segments = self.shapes_of[i], self.segments_of[i]
+        input_ids = np.full((b, t), self.pad_id, np.int32)
+        segment_ids = np.zeros((b, t), np.int32)
+        positions = np.zeros((b, t), np.int32)
+        index = np.full((b, segments), -1, np.int32)
+        for r, row in enumerate(self.batches[i]):
+            start = 0
+            for s, sample in enumerate(row):
+                tokens = self.token_ids[sample]
+                span = slice(start, start + len(tokens))
+                input_ids[r, span] = tokens
+                segment_ids[r, span] = s + 1
+                positions[r, span] = np.arange(len(tokens))
+                index[r, s] = sample
+                start += len(tokens)
+        return input_ids, segment_ids, positions, index
+
+
+def _packed_outputs(lm: LM, plan: PackedBatches) -> Iterator[tuple[np.ndarray, jax.Array]]:
+    """(sample index [B·S], pooled [B·S, M, F]) per packed batch."""
+    for i in range(len(plan.batches)):
+        input_ids, segment_ids, positions, index = plan.batch(i)
+        pooled = _segment_means(lm.module, lm.params, *map(lm.place, (input_ids, segment_ids, positions)),
+                                num_segments=index.shape[1])
+        yield index.reshape(-1), pooled
+
+
+def _backbone(module: common.CausalLM, *args: Any) -> Any:
+    return module.backbone()(*args)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "num_segments"))
+def _segment_means(module: common.CausalLM, params: Any, input_ids: jax.Array, segment_ids: jax.Array,
+                   positions: jax.Array, num_segments: int) -> jax.Array:
+    """float32 [B·S, M, F]: each packed sentence's neurons averaged over its tokens (row b's
+    segment s at b·S + s).
+
+    The attention mask is causal within each segment only, and positions restart at 0 in each, so a
+    sentence's neurons are those it has alone. The neurons [B, M, T, F] of the batch are captured
+    whole and reduced here, inside the same program (no LM head, no final norm).
+    """
+    real = segment_ids > 0
+    causal = jnp.tril(jnp.ones((segment_ids.shape[1],) * 2, bool))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    layout = common.Layout(query_positions=positions, key_positions=positions,
+                           mask=(causal[None] & same & real[:, None, :])[:, None],
+                           token_mask=real.astype(jnp.int32), cache_index=None)
+    _, state = module.clone(capture="full").apply({"params": params}, input_ids, layout, None, None, False,
+                                                  method=_backbone, mutable=["intermediates"])
+    neurons = common.collect_neurons(state["intermediates"], "full")  # [B, M, T, F]
+    members = (segment_ids[:, None, :] == jnp.arange(1, num_segments + 1)[None, :, None]).astype(jnp.float32)
+    weights = members / jnp.maximum(members.sum(axis=-1, keepdims=True), 1.0)
+    pooled = jnp.einsum("bst,bmtf->bsmf", weights, neurons, preferred_element_type=jnp.float32)
+    return pooled.reshape(-1, *pooled.shape[2:])
 
 
 def extract_cached(directory: str | os.PathLike, lm: LM, tokenizer: Any, corpus: ParallelCorpus,
@@ -86,6 +328,11 @@ def save(activations: Activations, directory: str | os.PathLike) -> None:
     (directory / "metadata.json").unlink(missing_ok=True)  # the store is incomplete until rewritten
     write_atomic(directory / "acts.npy", lambda f: np.save(f, activations.acts))
     write_atomic(directory / "labels.npz", lambda f: np.savez(f, lang=activations.lang, sem=activations.sem))
+    if activations.sums is not None:
+        write_atomic(directory / SUMS_FILE, lambda f: np.savez(f, sums=activations.sums,
+                                                               sums_of_squares=activations.sums_of_squares))
+    else:
+        (directory / SUMS_FILE).unlink(missing_ok=True)
     metadata = dict(activations.metadata, languages=list(activations.languages))
     write_atomic(directory / "metadata.json", json.dumps(metadata, indent=1))
 
@@ -98,8 +345,10 @@ def load(directory: str | os.PathLike) -> Activations:
         raise FileNotFoundError(f"activation store {str(directory)!r} is missing {missing}")
     metadata = json.loads((directory / "metadata.json").read_text())
     labels = np.load(directory / "labels.npz")
+    sums = np.load(directory / SUMS_FILE) if (directory / SUMS_FILE).is_file() else None
     return Activations(np.load(directory / "acts.npy"), labels["lang"], labels["sem"],
-                       tuple(metadata["languages"]), metadata)
+                       tuple(metadata["languages"]), metadata,
+                       *((sums["sums"], sums["sums_of_squares"]) if sums is not None else (None, None)))
 
 
 def _texts_hash(corpus: ParallelCorpus) -> str:

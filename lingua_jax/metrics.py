@@ -8,11 +8,16 @@ equality. Every language must have the same number n of samples (N = L·n).
 
 Labels and shapes are checked with numpy outside jit; the math runs under jit in float32, matmuls at
 HIGHEST precision (no bf16/TF32 passes), with jnp ops that also work with the neuron axis sharded.
+One exception: `language_sums` (behind the contribution scores) reads host (numpy) activations in
+place with float32 BLAS, since copying them to the device would cost more than the arithmetic.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
@@ -196,24 +201,114 @@ def block_map(sim: ArrayLike, lang: ArrayLike) -> jax.Array:
 
 # --- contribution scores, z-scores, key regions (eq. 10-13) -------------------------------------
 
+COLUMN_BLOCK = 4096  # `language_sums` reads acts [N, K] this many columns at a time for the sums
+NORM_BLOCK = 32768  # and this many for the squared norms (float32 partial sums, added in float64)
+
+
 @jax.jit
-def _language_sums(a: jax.Array, members: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a [N, K], members [N, L] -> (Σ_i a(s_i), Σ_i a(s_i)²) over each language's samples, [L, K]."""
-    sums = jnp.einsum("nl,nk->lk", members, a, precision=HIGHEST)
-    squares = jnp.einsum("nl,nk->lk", members, a * a, precision=HIGHEST)
+def _block_squared_norms(block: jax.Array) -> jax.Array:
+    block = block.astype(jnp.float32)
+    return jnp.sum(block * block, axis=1)
+
+
+@jax.jit
+def _block_sums(block: jax.Array, weights: jax.Array, square_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """block [N, c], weights [N, L] -> (weights^T block, square_weights^T block²), each [L, c]."""
+    block = block.astype(jnp.float32)
+    sums = jnp.einsum("nl,nc->lc", weights, block, precision=HIGHEST)
+    squares = jnp.einsum("nl,nc->lc", square_weights, block * block, precision=HIGHEST)
+    return sums, squares
+
+
+def _rows_of(codes: np.ndarray, language: int) -> slice | np.ndarray:
+    """The rows of one language: a slice when they are contiguous (no copy), else their indices."""
+    rows = np.flatnonzero(codes == language)
+    return slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
+
+
+def language_sums(acts: ArrayLike, lang: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """acts [N, M, F] -> (Σ_i a(s_i), Σ_i a(s_i)²) over each language's samples, each float32 [L, M, F],
+    with a(s) the sample's normalised whole vector (eq. 6).
+
+    Two passes over acts, a block of columns at a time: the squared norms (accumulated in float64),
+    then both sums with 1/‖x‖ and 1/‖x‖² folded into per-sample weights, so the normalised vectors
+    are never materialised. Host (numpy) acts are read in place with BLAS matrix-vector products per
+    language (copying 1.8 GB to the device would cost more than the arithmetic); device arrays
+    (jax.Array, possibly sharded) stay on the device. An all-zero or non-finite vector is a
+    ValueError, as in `normalize`.
+    """
+    n, m, f = _check_acts(acts)
+    codes, num = _languages(lang, n, "acts")
+    on_device = isinstance(acts, jax.Array)
+    x = (acts if on_device else np.asarray(acts, np.float32)).reshape(n, m * f)
+    squared = _device_squared_norms(x) if on_device else _host_squared_norms(x)
+    bad = np.flatnonzero((squared == 0) | ~np.isfinite(squared))
+    if bad.size:
+        raise ValueError(f"sample {bad[0]}: activation vector is all zeros (or not finite) and cannot be "
+                         f"normalised, e.g. an empty sentence ({bad.size} such vector(s) in all)")
+    weights, square_weights = (1.0 / np.sqrt(squared)).astype(np.float32), (1.0 / squared).astype(np.float32)
+    if on_device:
+        members = _one_hot(codes, num)
+        parts = [_block_sums(x[:, start:start + COLUMN_BLOCK], members * weights[:, None],
+                             members * square_weights[:, None]) for start in range(0, m * f, COLUMN_BLOCK)]
+        sums, squares = (jnp.concatenate(p, axis=1) for p in zip(*parts))
+    else:
+        sums, squares = map(jnp.asarray, _host_sums(x, codes, num, weights, square_weights))
+    return sums.reshape(num, m, f), squares.reshape(num, m, f)
+
+
+def _device_squared_norms(x: jax.Array) -> np.ndarray:
+    return sum(np.asarray(_block_squared_norms(x[:, start:start + NORM_BLOCK]), np.float64)
+               for start in range(0, x.shape[1], NORM_BLOCK))
+
+
+def _in_threads(work: Callable[[int], None], starts: range) -> None:
+    """work(start) for every start, on one thread per CPU core (numpy and BLAS release the GIL)."""
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(work, starts))
+
+
+def _host_squared_norms(x: np.ndarray) -> np.ndarray:
+    """float64 [N]: squared row norms of x [N, K], float32 partial sums of NORM_BLOCK columns."""
+    squared = np.zeros(x.shape[0])
+    rows = max(1, -(-x.shape[0] // (os.cpu_count() or 1)))
+
+    def work(start: int) -> None:
+        block = x[start:start + rows]
+        squared[start:start + rows] = sum(
+            np.einsum("nc,nc->n", block[:, c:c + NORM_BLOCK], block[:, c:c + NORM_BLOCK]).astype(np.float64)
+            for c in range(0, x.shape[1], NORM_BLOCK))
+
+    _in_threads(work, range(0, x.shape[0], rows))
+    return squared
+
+
+def _host_sums(x: np.ndarray, codes: np.ndarray, num: int, weights: np.ndarray, square_weights: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [L, K] Σ_i w_i x_i and Σ_i w²_i x_i² per language: BLAS matrix-vector products on
+    COLUMN_BLOCK columns at a time (so x_i² stays in cache), blocks spread over the cores."""
+    sums, squares = np.empty((2, num, x.shape[1]), np.float32)
+    groups = [_rows_of(codes, language) for language in range(num)]
+
+    def work(start: int) -> None:
+        cols = slice(start, start + COLUMN_BLOCK)
+        block = x[:, cols]
+        for language, rows in enumerate(groups):
+            rows_block = block[rows]
+            sums[language, cols] = weights[rows] @ rows_block
+            squares[language, cols] = square_weights[rows] @ (rows_block * rows_block)
+
+    _in_threads(work, range(0, x.shape[1], COLUMN_BLOCK))
     return sums, squares
 
 
 def contribution_scores(acts: ArrayLike, lang: ArrayLike) -> jax.Array:
     """acts [N, M, F] -> C [L, M, F], C_l(k) = Σ_{i<j} a_k(s_i) a_k(s_j) over language l's samples.
 
-    a is the normalised whole vector (eq. 6); computed in O(N·K) by the closed form, see
-    `contribution_scores_from_sums`.
+    a is the normalised whole vector (eq. 6); computed in O(N·K) by the closed form from
+    `language_sums`, see `contribution_scores_from_sums`.
     """
-    n, m, f = _check_acts(acts)
-    codes, num = _languages(lang, n, "acts")
-    sums, squares = _language_sums(normalize(acts), _one_hot(codes, num))
-    return contribution_scores_from_sums(sums.reshape(num, m, f), squares.reshape(num, m, f))
+    return contribution_scores_from_sums(*language_sums(acts, lang))
 
 
 def contribution_scores_from_sums(sums: ArrayLike, sums_of_squares: ArrayLike) -> jax.Array:
@@ -244,9 +339,15 @@ def zscores(scores: ArrayLike) -> jax.Array:
     """
     scores = jnp.asarray(scores, jnp.float32)
     shifted = scores - scores[:1]
-    centred = shifted - jnp.mean(shifted, axis=0)
-    std = jnp.sqrt(jnp.mean(centred * centred, axis=0))
+    centred = shifted - _mean_over_languages(shifted)
+    std = jnp.sqrt(_mean_over_languages(centred * centred))
     return jnp.where(std > 0, centred / std, jnp.nan)
+
+
+def _mean_over_languages(x: jax.Array) -> jax.Array:
+    """x [L, ...] -> mean over the L languages, as L - 1 elementwise adds: one fused loop, where a
+    reduction over the leading axis runs several times slower on XLA:CPU (L is small)."""
+    return sum(x[l] for l in range(x.shape[0])) / x.shape[0]
 
 
 @partial(jax.jit, static_argnums=1)

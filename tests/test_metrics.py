@@ -9,6 +9,7 @@ import itertools
 import math
 import re
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -170,6 +171,19 @@ def test_contribution_scores_from_running_sums(data):
             squares[languages.index(value)] += vec * vec
     got = metrics.contribution_scores_from_sums(sums.astype(np.float32), squares.astype(np.float32))
     np.testing.assert_allclose(got, ref_contribution(acts, lang), atol=1e-6)
+
+
+def test_language_sums_in_place_on_device_and_shuffled_agree(data):
+    """Contiguous languages (read in place), shuffled ones (gathered) and a device array give the
+    per-language sums of the normalised vectors."""
+    acts, lang, _ = data
+    a = ref_vectors(acts).reshape(acts.shape)
+    languages = sorted(set(lang.tolist()))
+    want = [np.stack([(a[lang == v] ** p).sum(axis=0) for v in languages]) for p in (1, 2)]
+    order = np.argsort(lang, kind="stable")
+    for x, labels in ((acts, lang), (acts[order], lang[order]), (jnp.asarray(acts), lang)):
+        for got, expected in zip(metrics.language_sums(x, labels), want):
+            np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_zscores(data):
