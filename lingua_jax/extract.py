@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from lingua_jax import metrics, sharding
 from lingua_jax.data import ParallelCorpus, batch_texts, bucket_sizes, tokenize_each
+from lingua_jax.data.batching import padding_id
 from lingua_jax.io import write_atomic
 from lingua_jax.lm import LM
 from lingua_jax.models import common
@@ -75,7 +76,7 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
     """
     if pack:
         plan = PackedBatches.build(tokenize_each(tokenizer, corpus.texts, add_special_tokens), batch_size,
-                                   _pad_id(tokenizer), _data_axis(lm), **batching)
+                                   padding_id(tokenizer), _data_axis(lm), **batching)
         run, num_batches, shapes = _packed_outputs(lm, plan), len(plan.batches), plan.shapes
         num_samples = len(plan.token_ids)
     else:
@@ -96,10 +97,6 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
 def _data_axis(lm: LM) -> int:
     """How many ways the batch is split (the mesh's "data" axis; 1 without a mesh)."""
     return 1 if lm.mesh is None else lm.mesh.shape["data"]
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
 
 
 # --- the per-language sums, streamed ----------------------------------------------------------------

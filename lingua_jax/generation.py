@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lingua_jax.data import make_batches, tokenize_each
+from lingua_jax.data.batching import padding_id
 from lingua_jax.lm import LM
 from lingua_jax.sharding import to_host
 
@@ -81,9 +82,9 @@ def generate(lm: LM, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int
     if not prompts:
         raise ValueError("no prompts to generate from")
     batches = make_batches(tokenize_each(tokenizer, prompts, add_special_tokens), batch_size=len(prompts),
-                           pad_id=tokenizer.pad_token_id or 0, padding_side="left")
+                           pad_id=padding_id(tokenizer), padding_side="left")
     (batch,) = batches.batches
     new = greedy(lm, batch.input_ids, batch.attention_mask, max_new_tokens, neuron_mask,
-                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
+                 eos_token_id=tokenizer.eos_token_id, pad_token_id=padding_id(tokenizer))
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     return [texts[r] for r in np.argsort(batch.index)]

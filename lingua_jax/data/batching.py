@@ -184,9 +184,15 @@ def batch_texts(
     Padding uses the tokenizer's pad id, else its EOS id, else 0: padded positions are masked, so the
     value only has to be a valid id.
     """
-    pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+    pad_id = padding_id(tokenizer)
     ids = tokenize_each(tokenizer, texts, add_special_tokens=add_special_tokens)
     return make_batches(ids, batch_size, pad_id, **options)
+
+
+def padding_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad id, else its EOS id, else 0 (padded positions are
+    masked, so the value only has to be a valid id)."""
+    return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
 
 
 def windows(token_ids: Sequence[int] | np.ndarray, seqlen: int) -> np.ndarray:
