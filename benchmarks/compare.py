@@ -100,6 +100,13 @@ def row(stage: str, ours_s: list[float], theirs_s: list[float], work: float, uni
                         else theirs / ours), **extra}
 
 
+def mfu(flops: float, ours_s: list[float], theirs_s: list[float], rates: list[float]) -> dict[str, float]:
+    """Model FLOPs utilisation of both, each round against that round's matmul rate; medians."""
+    return {"ours_mfu": float(np.median([flops / t / r for t, r in zip(ours_s, rates)])),
+            "reference_mfu": float(np.median([flops / t / r for t, r in zip(theirs_s, rates)])),
+            "matmul_gflops": float(np.median(rates)) / 1e9}
+
+
 def compare_extract(lm: lj.LM, model: Any, tokenizer: Any, corpus: data.ParallelCorpus) -> list[dict[str, Any]]:
     lengths = [len(t) for t in data.tokenize_each(tokenizer, corpus.texts)]
     flops = throughput.forward_flops(lm.spec, lengths)
@@ -110,10 +117,8 @@ def compare_extract(lm: lj.LM, model: Any, tokenizer: Any, corpus: data.Parallel
     ours_s, theirs_s, rates, mine, other = alternate(
         lambda: extract.extract(lm, tokenizer, corpus, batch_size=_BATCH.value, pack=True),
         lambda: reference.extract(model, tokenizer, corpus.texts), _ROUNDS.value, probe=True)
-    rate = float(np.median(rates))
-    rows = [row("extract (packed)", ours_s, theirs_s, sum(lengths), "tokens",
-                ours_mfu=flops / np.median(ours_s) / rate, reference_mfu=flops / np.median(theirs_s) / rate,
-                matmul_gflops=rate / 1e9, compiles=f"{compiles.count} ({compiles})", first_call_s=cold,
+    rows = [row("extract (packed)", ours_s, theirs_s, sum(lengths), "tokens", **mfu(flops, ours_s, theirs_s, rates),
+                compiles=f"{compiles.count} ({compiles})", first_call_s=cold,
                 max_abs_diff=float(np.abs(mine.acts.reshape(len(other), -1) - other).max()),
                 notes=f"{len(corpus.texts)} sentences, {sum(lengths)} tokens, "
                       f"token efficiency {mine.metadata['token_efficiency']:.3f}, shapes {mine.metadata['batch_shapes']}")]
@@ -123,10 +128,8 @@ def compare_extract(lm: lj.LM, model: Any, tokenizer: Any, corpus: data.Parallel
         ours_s, theirs_s, rates, _, _ = alternate(lambda: extract.extract(lm, tokenizer, corpus, batch_size=16),
                                                   lambda: reference.extract(model, tokenizer, corpus.texts),
                                                   _ROUNDS.value, probe=True)
-        rate = float(np.median(rates))
         rows.append(row("extract (bucketed)", ours_s, theirs_s, sum(lengths), "tokens",
-                        ours_mfu=flops / np.median(ours_s) / rate, reference_mfu=flops / np.median(theirs_s) / rate,
-                        matmul_gflops=rate / 1e9, compiles=f"{compiles.count} ({compiles})",
+                        **mfu(flops, ours_s, theirs_s, rates), compiles=f"{compiles.count} ({compiles})",
                         notes=f"shapes {bucketed.metadata['batch_shapes']}"))
     return rows
 
@@ -145,8 +148,14 @@ def compare_scores(num_languages: int) -> list[dict[str, Any]]:
     streamed = lambda: np.asarray(metrics.zscores(metrics.contribution_scores_from_sums(*sums)))
     streamed()
     streamed_s = [throughput.timed(streamed) for _ in range(3)]
-    diff = float(np.nanmax(np.abs(z - z_ref.reshape(z.shape))))
-    what = f"{num_languages} x {n} samples, {layers} x {neurons} neurons ({acts.nbytes / 2**30:.2f} GiB)"
+    # parity: the reference's loop without its +1e-5 offset (which moves z on signal-free random data)
+    pairs = n * (n - 1) / 2
+    loop = reference.pairwise_scores(acts[lang == 0].reshape(n, -1), offset=0.0)
+    mine = np.asarray(metrics.contribution_scores_from_sums(*sums))[0].reshape(-1) / pairs
+    diff = float(np.abs(mine - loop).max() / np.abs(loop).max())
+    what = (f"{num_languages} x {n} samples, {layers} x {neurons} neurons ({acts.nbytes / 2**30:.2f} GiB); "
+            f"diff: scores of language 0 vs the loop without its 1e-5 offset, relative; z vs the loop with it: "
+            f"{float(np.nanmax(np.abs(z - z_ref.reshape(z.shape)))):.3g}")
     return [row("scores + z (two passes)", ours_s, theirs_s, len(acts), "samples", max_abs_diff=diff, notes=what),
             row("scores + z (streamed sums)", streamed_s, theirs_s, len(acts), "samples",
                 notes="per-language sums accumulated during extraction; scoring reads only them")]
@@ -161,12 +170,10 @@ def compare_perplexity(lm: lj.LM, model: Any, tokenizer: Any, texts: list[str]) 
     ours_s, theirs_s, rates, nll, nll_ref = alternate(
         lambda: evaluate.window_nll(lm, windows, mask, batch_size=_PPL_BATCH.value),
         lambda: reference.window_nll(model, windows, _PPL_BATCH.value, mask), _ROUNDS.value, probe=True)
-    rate = float(np.median(rates))
     t = windows.shape[1]
     flops = throughput.forward_flops(lm.spec, [t] * len(windows), len(windows) * (t - 1))
     return [row(f"masked perplexity (seqlen {t})", ours_s, theirs_s, windows.size, "tokens",
-                ours_mfu=flops / np.median(ours_s) / rate, reference_mfu=flops / np.median(theirs_s) / rate,
-                matmul_gflops=rate / 1e9, compiles=f"{compiles.count} ({compiles})",
+                **mfu(flops, ours_s, theirs_s, rates), compiles=f"{compiles.count} ({compiles})",
                 max_abs_diff=abs(float(nll.sum()) - nll_ref) / nll_ref,
                 notes=f"{len(windows)} windows, batch {_PPL_BATCH.value}; diff is relative (summed NLL)")]
 

@@ -59,10 +59,10 @@ def extract(model: Any, tokenizer: Any, sentences: Sequence[str]) -> np.ndarray:
     return np.stack(outputs)
 
 
-def pairwise_scores(hs: np.ndarray) -> np.ndarray:
+def pairwise_scores(hs: np.ndarray, offset: float = 10e-6) -> np.ndarray:
     """float [K]: mean over pairs i < j of a(s_i)·a(s_j) elementwise, the reference's running-mean loop
-    over one language's vectors hs [n, K] (normalised here, plus 1e-5 as the reference)."""
-    hs = hs / np.linalg.norm(hs, axis=1, keepdims=True) + 10e-6
+    over one language's vectors hs [n, K] (normalised here, plus `offset`: the reference's 1e-5)."""
+    hs = hs / np.linalg.norm(hs, axis=1, keepdims=True) + offset
     sums = np.zeros(hs.shape[1])
     count = 0
     for i in range(hs.shape[0]):
