@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorstore as ts
 from absl import logging
 
 import jax
@@ -37,7 +38,8 @@ from lingua_jax.lm import LM
 from lingua_jax.models import common
 from lingua_jax.progress import progress
 
-FILES = ("acts.npy", "labels.npz", "metadata.json")  # metadata.json is written last: it marks completion
+STORE = "acts.zarr"  # [N, M, F] float32 zarr array (tensorstore), one chunk per sample and device shard
+FILES = (STORE, "labels.npz", "metadata.json")  # metadata.json is written last: it marks completion
 SUMS_FILE = "language_sums.npz"  # optional: the streamed per-language sums
 MIN_PACK_LENGTH = 128  # packed rows are at least this long unless a cap (max_length, buckets) is given
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -63,7 +65,8 @@ class Activations:
 
 
 def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int = 16,
-            add_special_tokens: bool = False, pack: bool = False, **batching: Any) -> Activations:
+            add_special_tokens: bool = False, pack: bool = False, store: str | os.PathLike | None = None,
+            **batching: Any) -> Activations:
     """Each sentence tokenized alone and run through the model; its neurons averaged over its tokens.
 
     Bucketed (`pack=False`): `batch_size` sentences per batch, padded to one of a few bucket lengths;
@@ -71,8 +74,13 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
     Packed (`pack=True`): sentences, longest first, are packed best-fit into rows of MIN_PACK_LENGTH
     tokens, or of the next power of two up to the cap for longer ones (`PackedBatches.build`), about
     batch_size * MIN_PACK_LENGTH tokens per batch; `max_length`, `buckets` and `truncate` mean what
-    they mean for bucketing. One compile per distinct batch shape (logged and listed in the metadata). The per-language sums of a(s) and a(s)² are accumulated on the
-    device as the batches finish (`Activations.sums`, `.sums_of_squares`).
+    they mean for bucketing. One compile per distinct batch shape (logged and listed in the metadata).
+    The per-language sums of a(s) and a(s)² are accumulated on the device as the batches finish
+    (`Activations.sums`, `.sums_of_squares`).
+
+    With `store` (a directory all processes see), each process writes the rows its own devices hold
+    into the zarr array `store`/acts.zarr as each batch finishes, and `acts` is read back from it at
+    the end; without it every process gathers every row.
     """
     if pack:
         plan = PackedBatches.build(tokenize_each(tokenizer, corpus.texts, add_special_tokens), batch_size,
@@ -85,7 +93,7 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
         num_batches, num_samples, shapes = len(batches), batches.num_samples, batches.shapes
     logging.info("extracting %d sentences in batches of %d shape(s) %s%s", num_samples, len(shapes), shapes,
                  " (packed)" if pack else "")
-    acts, sums, squares = _collect(lm, run, num_batches, num_samples, corpus.lang, len(corpus.languages))
+    acts, sums, squares = _collect(lm, run, num_batches, num_samples, corpus.lang, len(corpus.languages), store)
     metadata = {"languages": list(corpus.languages), "n": corpus.n, "texts_sha256": _texts_hash(corpus),
                 "add_special_tokens": add_special_tokens, "batch_shapes": [list(s) for s in shapes],
                 "packed": pack, "tokenizer": getattr(tokenizer, "name_or_path", None), "model": lm.source}
@@ -118,29 +126,45 @@ def _accumulate(sums: jax.Array, squares: jax.Array, pooled: jax.Array, members:
 
 
 def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: int, num_samples: int,
-             lang: np.ndarray, num_languages: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+             lang: np.ndarray, num_languages: int, store: str | os.PathLike | None
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Drain `run` ((sample index [R], pooled [R, M, F]) per batch, index -1 for filler rows): acts
-    [N, M, F] in sample order, and the streamed per-language sums (None, with a warning, when a
-    sample's vector is all zeros or not finite: it has no normalised vector)."""
+    [N, M, F] in sample order (gathered, or written per process into `store` and read back), and the
+    streamed per-language sums (None, with a warning, when a sample's vector is all zeros or not
+    finite: it has no normalised vector)."""
     m, f = lm.num_layers, lm.num_neurons
-    sums = squares = None
-    acts = np.empty((num_samples, m, f), np.float32)
+    sums = squares = array = None
+    acts = np.empty((num_samples, m, f), np.float32) if store is None else None
     norms = np.zeros(num_samples)
+    writes = []
     for index, pooled in progress(_prefetched(run), num_batches, "pooled activations"):
         if sums is None:
-            sums, squares = (lm.place(jnp.zeros((num_languages, m * f), jnp.float32), batched=False)
-                             for _ in range(2))
+            sums, squares = (_replicated(lm, np.zeros((num_languages, m * f), np.float32)) for _ in range(2))
+            if store is not None:
+                array = create_store(store, (num_samples, m, f), pooled.sharding.shard_shape(pooled.shape))
         valid = index >= 0
         members = np.zeros((len(index), num_languages), np.float32)
         members[valid, lang[index[valid]]] = 1.0
-        sums, squares, squared = _accumulate(sums, squares, pooled, lm.place(jnp.asarray(members),
-                                                                            batched=False))
-        acts[index[valid]] = sharding.to_host(pooled).reshape(len(index), m, f)[valid]
+        sums, squares, squared = _accumulate(sums, squares, pooled, _replicated(lm, members))
+        if array is None:
+            acts[index[valid]] = sharding.to_host(pooled).reshape(len(index), m, f)[valid]
+        else:
+            writes += write_own_rows(array, index, pooled)
         norms[index[valid]] = sharding.to_host(squared)[valid]
+    if array is not None:
+        for write in writes:
+            write.result()
+        _barrier("activation store written")
+        acts = array.read().result()
     if not np.all((norms > 0) & np.isfinite(norms)):
         logging.warning("some activation vectors are all zeros or not finite: no streamed sums")
         return acts, None, None
     return acts, *(sharding.to_host(x).reshape(num_languages, m, f) for x in (sums, squares))
+
+
+def _replicated(lm: LM, x: np.ndarray) -> jax.Array:
+    """x on every device of the model (committed there, as jit outputs are: one compile, not two)."""
+    return lm.place(jnp.asarray(x), batched=False) if lm.mesh is not None else jax.device_put(x, jax.devices()[0])
 
 
 def _prefetched(run: Iterator[Any]) -> Iterator[Any]:
@@ -273,40 +297,92 @@ def _backbone(module: common.CausalLM, *args: Any) -> Any:
 def _segment_means(module: common.CausalLM, params: Any, input_ids: jax.Array, segment_ids: jax.Array,
                    positions: jax.Array, num_segments: int) -> jax.Array:
     """float32 [B·S, M, F]: each packed sentence's neurons averaged over its tokens (row b's
-    segment s at b·S + s).
+    segment s at b·S + s), with no LM head and no final norm.
 
     The attention mask is causal within each segment only, and positions restart at 0 in each, so a
-    sentence's neurons are those it has alone. The neurons [B, M, T, F] of the batch are captured
-    whole and reduced here, inside the same program (no LM head, no final norm).
+    sentence's neurons are those it has alone. Pooling happens inside each layer (capture="pooled"):
+    the forward is vmapped over the S segments' token masks, and since only the pooling depends on
+    them, only the pooling is batched over S; the model runs once and [B, M, T, F] never exists.
     """
     real = segment_ids > 0
     causal = jnp.tril(jnp.ones((segment_ids.shape[1],) * 2, bool))
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    layout = common.Layout(query_positions=positions, key_positions=positions,
-                           mask=(causal[None] & same & real[:, None, :])[:, None],
-                           token_mask=real.astype(jnp.int32), cache_index=None)
-    _, state = module.clone(capture="full").apply({"params": params}, input_ids, layout, None, None, False,
-                                                  method=_backbone, mutable=["intermediates"])
-    neurons = common.collect_neurons(state["intermediates"], "full")  # [B, M, T, F]
-    members = (segment_ids[:, None, :] == jnp.arange(1, num_segments + 1)[None, :, None]).astype(jnp.float32)
-    weights = members / jnp.maximum(members.sum(axis=-1, keepdims=True), 1.0)
-    pooled = jnp.einsum("bst,bmtf->bsmf", weights, neurons, preferred_element_type=jnp.float32)
+    mask = (causal[None] & same & real[:, None, :])[:, None]
+    token_masks = (segment_ids[None] == jnp.arange(1, num_segments + 1)[:, None, None]).astype(jnp.int32)
+
+    def segment_pooled(token_mask: jax.Array) -> jax.Array:  # [B, T] -> [B, M, F]
+        layout = common.Layout(query_positions=positions, key_positions=positions, mask=mask,
+                               token_mask=token_mask, cache_index=None)
+        _, state = module.clone(capture="pooled").apply({"params": params}, input_ids, layout, None, None, False,
+                                                        method=_backbone, mutable=["intermediates"])
+        return common.collect_neurons(state["intermediates"], "pooled")
+
+    pooled = jnp.swapaxes(jax.vmap(segment_pooled)(token_masks), 0, 1)  # [B, S, M, F]
     return pooled.reshape(-1, *pooled.shape[2:])
+
+
+# --- the store -----------------------------------------------------------------------------------------
+
+def create_store(directory: str | os.PathLike, shape: tuple[int, int, int], shard_shape: Sequence[int]
+                 ) -> ts.TensorStore:
+    """A new, empty float32 zarr array `directory`/acts.zarr of `shape` [N, M, F], opened on every
+    process (process 0 creates it, replacing any old one; the others wait, then open it). One chunk per
+    sample and per device shard of [M, F] (`shard_shape`, [R, M', F']), so processes writing their own
+    shards never write the same chunk."""
+    chunks = [1, *(int(x) for x in shard_shape[1:])]
+    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(Path(directory).resolve() / STORE)},
+            "metadata": {"shape": list(shape), "chunks": chunks, "dtype": "<f4", "compressor": None}}
+    if jax.process_index() == 0:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "metadata.json").unlink(missing_ok=True)  # the store is incomplete until rewritten
+        array = ts.open(spec, create=True, delete_existing=True).result()
+    _barrier("activation store created")
+    return array if jax.process_index() == 0 else ts.open(spec, open=True).result()
+
+
+def write_own_rows(array: ts.TensorStore, index: np.ndarray, pooled: jax.Array) -> list[ts.WriteFutures]:
+    """Start writing into `array` [N, M, F] the parts of pooled [R, M, F] (rows in sample order
+    `index` [R], -1 for filler) that this process's devices hold, one replica of each; returns the
+    pending writes."""
+    writes = []
+    for shard in pooled.addressable_shards:
+        if shard.replica_id != 0:
+            continue
+        rows = index[shard.index[0]]
+        keep = rows >= 0
+        if keep.any():
+            part = np.asarray(shard.data)[keep]
+            writes.append(array.oindex[(rows[keep], *shard.index[1:])].write(part))
+    return writes
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (a no-op with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _open_store(directory: Path) -> ts.TensorStore:
+    return ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(directory.resolve() / STORE)}},
+                   open=True, read=True).result()
 
 
 def extract_cached(directory: str | os.PathLike, lm: LM, tokenizer: Any, corpus: ParallelCorpus,
                    **options: Any) -> Activations:
-    """`extract`, stored in `directory`; a later call with the same model, corpus and settings loads
-    the stored activations instead of recomputing them."""
+    """`extract` into the store in `directory`, each process writing its own rows (see `extract`); a
+    later call with the same model, corpus and settings loads the stored activations instead."""
     key = cache_key(lm, tokenizer, corpus, options)
-    stored = Path(directory) / "metadata.json"
-    if stored.is_file() and json.loads(stored.read_text()).get("cache_key") == key:
+    directory = Path(directory)
+    stored = directory / "metadata.json"
+    if all((directory / f).exists() for f in FILES) and json.loads(stored.read_text()).get("cache_key") == key:
         logging.info("reusing activations stored in %s", directory)
         return load(directory)
-    activations = extract(lm, tokenizer, corpus, **options)
+    activations = extract(lm, tokenizer, corpus, store=directory, **options)
     activations.metadata["cache_key"] = key
-    if jax.process_index() == 0:  # every process holds the whole result; one writes it
-        save(activations, directory)
+    if jax.process_index() == 0:  # the rows are written; one process writes the labels, sums and metadata
+        _save_labels(activations, directory)
+    _barrier("activation store complete")
     return activations
 
 
@@ -319,11 +395,15 @@ def cache_key(lm: LM, tokenizer: Any, corpus: ParallelCorpus, options: dict[str,
 
 
 def save(activations: Activations, directory: str | os.PathLike) -> None:
-    """Write acts.npy, labels.npz and metadata.json, each atomically (temp file + rename)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metadata.json").unlink(missing_ok=True)  # the store is incomplete until rewritten
-    write_atomic(directory / "acts.npy", lambda f: np.save(f, activations.acts))
+    """Write acts.zarr, labels.npz and metadata.json (the last atomically, and last: it marks completion)
+    from one process's in-memory activations."""
+    acts = activations.acts
+    create_store(directory, acts.shape, acts.shape).write(acts).result()
+    _save_labels(activations, Path(directory))
+
+
+def _save_labels(activations: Activations, directory: Path) -> None:
+    """labels.npz, the streamed sums (when present) and then metadata.json, each atomically."""
     write_atomic(directory / "labels.npz", lambda f: np.savez(f, lang=activations.lang, sem=activations.sem))
     if activations.sums is not None:
         write_atomic(directory / SUMS_FILE, lambda f: np.savez(f, sums=activations.sums,
@@ -335,15 +415,15 @@ def save(activations: Activations, directory: str | os.PathLike) -> None:
 
 
 def load(directory: str | os.PathLike) -> Activations:
-    """Read what `save` wrote; a clear error when the store is missing or incomplete."""
+    """Read what `save` or `extract_cached` wrote; a clear error when the store is missing or incomplete."""
     directory = Path(directory)
-    missing = [f for f in FILES if not (directory / f).is_file()]
+    missing = [f for f in FILES if not (directory / f).exists()]
     if missing:
         raise FileNotFoundError(f"activation store {str(directory)!r} is missing {missing}")
     metadata = json.loads((directory / "metadata.json").read_text())
     labels = np.load(directory / "labels.npz")
     sums = np.load(directory / SUMS_FILE) if (directory / SUMS_FILE).is_file() else None
-    return Activations(np.load(directory / "acts.npy"), labels["lang"], labels["sem"],
+    return Activations(_open_store(directory).read().result(), labels["lang"], labels["sem"],
                        tuple(metadata["languages"]), metadata,
                        *((sums["sums"], sums["sums_of_squares"]) if sums is not None else (None, None)))
 

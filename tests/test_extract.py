@@ -1,5 +1,7 @@
 """Pooled activations over a corpus: bucketing changes nothing, the store is reused, the chain runs."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -122,15 +124,19 @@ def test_packing_plan_holds_every_sentence_once_within_its_row():
         extract.PackedBatches.build(tokens, 3, 0, padding_side="left")
 
 
-def test_packed_extraction_on_a_mesh_equals_one_device(checkpoint):
+def test_packed_extraction_on_a_mesh_equals_one_device(checkpoint, tmp_path):
     from lingua_jax import sharding
     corpus = data.bundled_sample(("en", "fr")).select(6, seed=0)
     tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, VOCAB)
     path = checkpoint("bloom_mesh", VOCAB)
     one = extract.extract(lj.load_pretrained(path), tokenizer, corpus, batch_size=3, pack=True, max_length=64)
     lm = lj.load_pretrained(path, mesh=sharding.make_mesh((2, 4)))
-    split = extract.extract(lm, tokenizer, corpus, batch_size=3, pack=True, max_length=64)
+    split = extract.extract_cached(tmp_path, lm, tokenizer, corpus, batch_size=3, pack=True, max_length=64)
     assert all(b % 2 == 0 for b, _ in split.metadata["batch_shapes"])
     np.testing.assert_allclose(split.acts, one.acts, atol=1e-5)
+    # the store is chunked by device shard: each sample's neurons in as many chunks as "model" splits F
+    chunks = json.loads((tmp_path / "acts.zarr" / ".zarray").read_text())["chunks"]
+    assert chunks == [1, lm.num_layers, lm.num_neurons // 4]
+    np.testing.assert_array_equal(extract.load(tmp_path).acts, split.acts)
     np.testing.assert_allclose(split.sums, one.sums, atol=1e-6)
     np.testing.assert_allclose(split.sums_of_squares, one.sums_of_squares, atol=1e-6)
