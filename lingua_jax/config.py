@@ -17,7 +17,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.tokenizer = ""  # default: the model directory's tokenizer
     c.corpus = ml_collections.ConfigDict(dict(kind="bundled", path="", languages=",".join(PAPER_LANGUAGES),
                                               n=100, seed=0))
-    c.extract = ml_collections.ConfigDict(dict(batch_size=16, add_special_tokens=False, max_length=256))
+    # pack: several sentences per row, each attending only to itself (same numbers, ~5x faster on CPU);
+    # batch_size is then rows per batch
+    c.extract = ml_collections.ConfigDict(dict(batch_size=16, add_special_tokens=False, max_length=256, pack=True))
     c.regions = ml_collections.ConfigDict(dict(threshold=2.0))
     c.ablation = ml_collections.ConfigDict(dict(
         text=ml_collections.ConfigDict(dict(kind="xlsum", path="@data/xlsum_sample", split="validation",

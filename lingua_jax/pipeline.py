@@ -192,7 +192,7 @@ class Analysis:
         e = self.config.extract
         acts = extract.extract_cached(out, self.lm, self.tokenizer, self.samples, batch_size=e.batch_size,
                                       add_special_tokens=e.add_special_tokens, max_length=e.max_length,
-                                      truncate=True)
+                                      truncate=True, pack=e.pack)
         return {"shape": list(acts.acts.shape), "batch_shapes": acts.metadata["batch_shapes"]}
 
     def stage_metrics(self, out: Path, _) -> dict[str, Any]:
