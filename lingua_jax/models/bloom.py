@@ -83,7 +83,8 @@ class BloomAttention(nn.Module):
         k, v, cache = layout.update(cache, fused[..., 1, :], fused[..., 2, :])
         slopes = jnp.asarray(alibi_slopes(s.num_heads))
         alibi = slopes[None, :, None, None] * layout.key_positions[:, None, None, :].astype(jnp.float32)
-        context = common.dot_product_attention(fused[..., 0, :], k, v, layout.mask, bias=alibi)
+        context = common.dot_product_attention(fused[..., 0, :], k, v, layout.mask, bias=alibi,
+                                               causal=layout.cache_index is None)
         return dense(s.hidden_size, "dense")(context.reshape(b, t, s.hidden_size)), cache
 
 

@@ -18,6 +18,7 @@ Output = Literal["logits", "hidden", "none"]
 CAPTURE_MODES = ("none", "pooled", "full", "active")
 OUTPUT_MODES = ("logits", "hidden", "none")
 NEURONS = "neurons"  # name of the sown intermediate
+QUERY_BLOCK = 128  # queries per block of causal attention (2 CPU cores, T = 1024: 2.2x faster than whole)
 
 
 @flax.struct.dataclass
@@ -68,24 +69,45 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
 
 
 def dot_product_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, bias: jax.Array | None = None
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, bias: jax.Array | None = None,
+    causal: bool = False,
 ) -> jax.Array:
     """Softmax attention with grouped key/value heads, scores and softmax in float32.
 
     q [B, T, H, hd]; k, v [B, S, KV, hd] with H % KV == 0 (query head h uses kv head h // (H / KV), as
     HF's repeat_kv); mask bool [B, 1, T, S]; bias float [B, H, 1, S] or None. Returns [B, T, H, hd].
+
+    `causal` promises that S == T and that `mask` hides every key after its query (true without a KV
+    cache): queries then go QUERY_BLOCK at a time, each block over the keys up to its last query only,
+    which skips the hidden half of the scores and bounds them to [B, H, QUERY_BLOCK, S] at a time.
     """
+    t = q.shape[1]
+    if not causal or t <= QUERY_BLOCK:
+        return _attend(q, k, v, mask, bias)
+    if k.shape[1] != t:
+        raise ValueError(f"causal attention needs as many keys as queries: {k.shape[1]} keys, {t} queries")
+    blocks = []
+    for start in range(0, t, QUERY_BLOCK):
+        end = min(start + QUERY_BLOCK, t)
+        blocks.append(_attend(q[:, start:end], k[:, :end], v[:, :end], mask[:, :, start:end, :end],
+                              None if bias is None else bias[..., :end]))
+    return jnp.concatenate(blocks, axis=1)
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """`dot_product_attention` over all the keys given. The softmax is normalised after the values are
+    summed (over [.., T, hd] rather than [.., T, S]), in float32."""
     b, t, h, hd = q.shape
     kv = k.shape[2]
     q = q.reshape(b, t, kv, h // kv, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (1.0 / jnp.sqrt(jnp.float32(hd)))
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (1.0 / hd**0.5)
     if bias is not None:
         scores = scores + bias.astype(jnp.float32).reshape(b, kv, h // kv, 1, -1)
     scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, hd)
+    weights = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+    total = jnp.moveaxis(jnp.sum(weights, axis=-1), -1, 1)[..., None]  # [B, T, KV, G, 1]
+    out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return (out / total).astype(v.dtype).reshape(b, t, h, hd)
 
 
 class NeuronHook(nn.Module):

@@ -70,7 +70,8 @@ class LlamaSpec:
 
 def rotary_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
     """float32 cos, sin [B, T, hd] in HF's layout (frequencies repeated over the two halves)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    with jax.ensure_compile_time_eval():  # as HF's (eagerly); folded under jit, it differed by an ulp
+        inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
@@ -100,7 +101,7 @@ class LlamaAttention(nn.Module):
         q = apply_rotary(heads(s.num_heads, "q_proj"), cos, sin)
         k = apply_rotary(heads(s.num_kv_heads, "k_proj"), cos, sin)
         k, v, cache = layout.update(cache, k, heads(s.num_kv_heads, "v_proj"))
-        context = common.dot_product_attention(q, k, v, layout.mask)
+        context = common.dot_product_attention(q, k, v, layout.mask, causal=layout.cache_index is None)
         return dense(s.hidden_size, "o_proj")(context.reshape(b, t, s.num_heads * s.head_dim)), cache
 
 
