@@ -361,6 +361,8 @@ class Analysis:
             elif stage == "xstorycloze" and "rows" in done:
                 headline["XStoryCloze accuracy"] = {r["language"]: {k[4:]: v for k, v in r.items()
                                                                     if k.startswith("acc_")} for r in done["rows"]}
+            elif stage == "xstorycloze":
+                notes.append(f"XStoryCloze was skipped: {done['skipped']}.")
             elif stage == "compare" and "rows" in done:
                 headline["z-score vs LAPE regions"] = {r["language"]: {k: v for k, v in r.items() if k != "language"}
                                                        for r in done["rows"]}
