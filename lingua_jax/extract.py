@@ -154,7 +154,7 @@ def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: i
     if array is not None:
         for write in writes:
             write.result()
-        _barrier("activation store written")
+        sharding.barrier("activation store written")
         acts = array.read().result()
     if not np.all((norms > 0) & np.isfinite(norms)):
         logging.warning("some activation vectors are all zeros or not finite: no streamed sums")
@@ -336,7 +336,7 @@ def create_store(directory: str | os.PathLike, shape: tuple[int, int, int], shar
         Path(directory).mkdir(parents=True, exist_ok=True)
         (Path(directory) / "metadata.json").unlink(missing_ok=True)  # the store is incomplete until rewritten
         array = ts.open(spec, create=True, delete_existing=True).result()
-    _barrier("activation store created")
+    sharding.barrier("activation store created")
     return array if jax.process_index() == 0 else ts.open(spec, open=True).result()
 
 
@@ -354,13 +354,6 @@ def write_own_rows(array: ts.TensorStore, index: np.ndarray, pooled: jax.Array) 
             part = np.asarray(shard.data)[keep]
             writes.append(array.oindex[(rows[keep], *shard.index[1:])].write(part))
     return writes
-
-
-def _barrier(name: str) -> None:
-    """Wait for every process (a no-op with one)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
 
 
 def _open_store(directory: Path) -> ts.TensorStore:
@@ -382,7 +375,7 @@ def extract_cached(directory: str | os.PathLike, lm: LM, tokenizer: Any, corpus:
     activations.metadata["cache_key"] = key
     if jax.process_index() == 0:  # the rows are written; one process writes the labels, sums and metadata
         _save_labels(activations, directory)
-    _barrier("activation store complete")
+    sharding.barrier("activation store complete")
     return activations
 
 

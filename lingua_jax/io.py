@@ -1,4 +1,6 @@
-"""Atomic file writes: a reader never sees a half-written result, and a killed run leaves none."""
+"""Atomic file writes: a reader never sees a half-written result, and a killed run leaves none.
+With several processes (multi-host), every process computes the same results and process 0 alone
+writes them."""
 
 from __future__ import annotations
 
@@ -7,13 +9,18 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+import jax
+
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object] | bytes | str) -> Path:
     """Write `path` through a temporary file in the same folder, renamed into place when complete.
 
     `write` is the content (bytes or str, UTF-8) or a function that writes into the open binary file.
+    On any process but 0 nothing is written (`path` is returned all the same).
     """
     path = Path(path)
+    if jax.process_index() != 0:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         try:

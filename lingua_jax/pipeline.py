@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 import transformers
@@ -174,9 +173,9 @@ class Analysis:
                 return
             logging.info("stage %s: running", stage)
             outputs[stage] = getattr(self, f"stage_{stage}")(self.results / stage, outputs)
-            if jax.process_index() == 0:
-                write_atomic(self.results / stage / "done.json",
-                             json.dumps({"key": self.key(stage), "outputs": outputs[stage]}, indent=1))
+            write_atomic(self.results / stage / "done.json",
+                         json.dumps({"key": self.key(stage), "outputs": outputs[stage]}, indent=1))
+            sharding.barrier(f"stage {stage} written")  # later stages read its files on every process
 
         for stage in STAGES:
             if stage in stages:

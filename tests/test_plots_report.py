@@ -132,6 +132,16 @@ def test_write_table_refuses_no_rows(tmp_path):
         tables.write_table([], tmp_path, "empty")
 
 
+def test_only_process_zero_writes_results(tmp_path, monkeypatch):
+    import jax
+    rows = [{"language": "en", "percent": 1.5}]
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    paths = tables.write_table(rows, tmp_path, "regions")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    assert tables.write_table(rows, tmp_path, "regions") == paths and all(p.is_file() for p in paths.values())
+
+
 def test_ablation_headline_own_versus_others():
     records = _ablation_records()
     headline = report.ablation_headline(records, LANGUAGES)
