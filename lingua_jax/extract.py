@@ -330,8 +330,8 @@ def create_store(directory: str | os.PathLike, shape: tuple[int, int, int], shar
     sample and per device shard of [M, F] (`shard_shape`, [R, M', F']), so processes writing their own
     shards never write the same chunk."""
     chunks = [1, *(int(x) for x in shard_shape[1:])]
-    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(Path(directory).resolve() / STORE)},
-            "metadata": {"shape": list(shape), "chunks": chunks, "dtype": "<f4", "compressor": None}}
+    spec = dict(_store_spec(Path(directory)),
+                metadata={"shape": list(shape), "chunks": chunks, "dtype": "<f4", "compressor": None})
     if jax.process_index() == 0:
         Path(directory).mkdir(parents=True, exist_ok=True)
         (Path(directory) / "metadata.json").unlink(missing_ok=True)  # the store is incomplete until rewritten
@@ -356,9 +356,9 @@ def write_own_rows(array: ts.TensorStore, index: np.ndarray, pooled: jax.Array) 
     return writes
 
 
-def _open_store(directory: Path) -> ts.TensorStore:
-    return ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(directory.resolve() / STORE)}},
-                   open=True, read=True).result()
+def _store_spec(directory: Path) -> dict[str, Any]:
+    """The tensorstore spec of `directory`/acts.zarr."""
+    return {"driver": "zarr", "kvstore": {"driver": "file", "path": str(directory.resolve() / STORE)}}
 
 
 def extract_cached(directory: str | os.PathLike, lm: LM, tokenizer: Any, corpus: ParallelCorpus,
@@ -416,7 +416,8 @@ def load(directory: str | os.PathLike) -> Activations:
     metadata = json.loads((directory / "metadata.json").read_text())
     labels = np.load(directory / "labels.npz")
     sums = np.load(directory / SUMS_FILE) if (directory / SUMS_FILE).is_file() else None
-    return Activations(_open_store(directory).read().result(), labels["lang"], labels["sem"],
+    acts = ts.open(_store_spec(directory), open=True, read=True).result().read().result()
+    return Activations(acts, labels["lang"], labels["sem"],
                        tuple(metadata["languages"]), metadata,
                        *((sums["sums"], sums["sums_of_squares"]) if sums is not None else (None, None)))
 
