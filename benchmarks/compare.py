@@ -210,10 +210,10 @@ def main(argv):
              "model": f"random BLOOM {SHAPE}, vocab {_VOCAB.value}, float32", "rounds": _ROUNDS.value,
              "sentences_per_language": _N.value}
     out = Path(_OUTPUT.value)
-    tables.write_table(rows, out, "compare", metadata=about)
+    paths = tables.write_table(rows, out, "compare", metadata=about)
     print("\n".join(f"{k}: {v}" for k, v in about.items()))
-    print(tables.markdown_table(tables.column_order(rows), [[r.get(c) for c in tables.column_order(rows)] for r in rows]))
-    print(f"written: {(out / 'compare.md').resolve()}")
+    print(paths["md"].read_text())
+    print(f"written: {paths['md'].resolve()}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from lingua_jax import pipeline, sharding, tables, throughput
+from lingua_jax.lm import random_init
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(Path(__file__).resolve().parents[1] / "configs" / "tiny_bloom.py"), "Experiment config file.")
@@ -43,7 +44,7 @@ def main(argv):
     dtype = _DTYPE.value or config.model.dtype
     name, hf = throughput.architecture_of(config.model, pipeline.resolve)
     mesh = sharding.make_mesh(tuple(config.model.mesh)) if config.model.get("mesh") else None
-    lm = throughput.random_lm(hf, dtype, mesh)
+    lm = random_init(hf, dtype, mesh=mesh)
     device = jax.devices()[0]
     rows = list(throughput.grid(lm, _STAGES.value, [int(b) for b in _BATCH_SIZES.value],
                                 [int(t) for t in _SEQ_LENS.value], _MIN_TIME.value, _MATMUL_SIZE.value,

@@ -42,7 +42,6 @@ STORE = "acts.zarr"  # [N, M, F] float32 zarr array (tensorstore), one chunk per
 FILES = (STORE, "labels.npz", "metadata.json")  # metadata.json is written last: it marks completion
 SUMS_FILE = "language_sums.npz"  # optional: the streamed per-language sums
 MIN_PACK_LENGTH = 128  # packed rows are at least this long unless a cap (max_length, buckets) is given
-HIGHEST = jax.lax.Precision.HIGHEST
 
 
 @dataclasses.dataclass
@@ -120,9 +119,8 @@ def _accumulate(sums: jax.Array, squares: jax.Array, pooled: jax.Array, members:
     usable = squared > 0
     inverse = jnp.where(usable, jax.lax.rsqrt(jnp.where(usable, squared, 1.0)), 0.0)
     weights = members * inverse[:, None]
-    sums = sums + jnp.einsum("rl,rk->lk", weights, x, precision=HIGHEST)
-    squares = squares + jnp.einsum("rl,rk->lk", weights * inverse[:, None], x * x, precision=HIGHEST)
-    return sums, squares, squared
+    batch_sums, batch_squares = metrics.weighted_sums(x, weights, weights * inverse[:, None])
+    return sums + batch_sums, squares + batch_squares, squared
 
 
 def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: int, num_samples: int,
@@ -253,10 +251,11 @@ class PackedBatches:
             count = -(-len(group) // target)
             per_batch = -(-len(group) // count)
             per_batch = -(-per_batch // data_axis) * data_axis
+            most = max(map(len, group))
             for start in range(0, len(group), per_batch):
                 batches.append(tuple(group[start:start + per_batch]))
                 shapes.append((per_batch, length))
-                segments.append(max(map(len, group)))
+                segments.append(most)
         return cls(tuple(fitted), tuple(batches), tuple(shapes), tuple(segments), pad_id)
 
     def batch(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -373,8 +372,7 @@ def extract_cached(directory: str | os.PathLike, lm: LM, tokenizer: Any, corpus:
         return load(directory)
     activations = extract(lm, tokenizer, corpus, store=directory, **options)
     activations.metadata["cache_key"] = key
-    if jax.process_index() == 0:  # the rows are written; one process writes the labels, sums and metadata
-        _save_labels(activations, directory)
+    _save_labels(activations, directory)  # written by process 0 (write_atomic), the rows being written
     sharding.barrier("activation store complete")
     return activations
 

@@ -160,13 +160,16 @@ def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32", mesh:
     return LM(module, params, config, family, source, mesh)
 
 
-def random_init(config: Any, dtype: str | Any = "float32", seed: int = 0) -> LM:
-    """An LM with the architecture of HF `config` and random weights (Flax's initialisers, `seed`)."""
+def random_init(config: Any, dtype: str | Any = "float32", seed: int = 0, mesh: Mesh | None = None) -> LM:
+    """An LM with the architecture of HF `config` and random weights (Flax's initialisers, `seed`),
+    made on the devices: sharded by the partition rules when a `mesh` is given."""
     module, family = build_module(config, dtype)
+    out = None if mesh is None else sharding.param_shardings(param_shapes(module), module.spec, mesh)
     ids = jnp.zeros((1, 1), jnp.int32)
-    params = jax.jit(module.init)(jax.random.key(seed), ids, jnp.ones_like(ids))["params"]
+    params = jax.jit(lambda key: module.init(key, ids, jnp.ones_like(ids))["params"], out_shardings=out)(
+        jax.random.key(seed))
     return LM(module, params, config, family, {"path": None, "dtype": jnp.dtype(module.dtype).name,
-                                               "random_init_seed": seed})
+                                               "random_init_seed": seed}, mesh)
 
 
 def save_pretrained(lm: LM, path: str | os.PathLike, tokenizer: Any = None, format: str = "safetensors") -> Path:

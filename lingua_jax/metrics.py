@@ -212,7 +212,7 @@ def _block_squared_norms(block: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _block_sums(block: jax.Array, weights: jax.Array, square_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+def weighted_sums(block: jax.Array, weights: jax.Array, square_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """block [N, c], weights [N, L] -> (weights^T block, square_weights^T block²), each [L, c]."""
     block = block.astype(jnp.float32)
     sums = jnp.einsum("nl,nc->lc", weights, block, precision=HIGHEST)
@@ -249,7 +249,7 @@ def language_sums(acts: ArrayLike, lang: ArrayLike) -> tuple[jax.Array, jax.Arra
     weights, square_weights = (1.0 / np.sqrt(squared)).astype(np.float32), (1.0 / squared).astype(np.float32)
     if on_device:
         members = _one_hot(codes, num)
-        parts = [_block_sums(x[:, start:start + COLUMN_BLOCK], members * weights[:, None],
+        parts = [weighted_sums(x[:, start:start + COLUMN_BLOCK], members * weights[:, None],
                              members * square_weights[:, None]) for start in range(0, m * f, COLUMN_BLOCK)]
         sums, squares = (jnp.concatenate(p, axis=1) for p in zip(*parts))
     else:

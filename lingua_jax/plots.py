@@ -24,10 +24,10 @@ from lingua_jax.io import write_atomic
 DPI = 150
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Write `fig` as a PNG to `path` atomically, then drop its contents; returns the path."""
     try:
-        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
+        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         fig.clear()
 
@@ -78,7 +78,7 @@ def similarity_heatmap(sim: ArrayLike, lang: ArrayLike, languages: Sequence[str]
     ax.tick_params(length=0)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="cosine similarity")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def block_heatmap(blocks: ArrayLike, languages: Sequence[str], path: str | os.PathLike,
@@ -95,7 +95,7 @@ def block_heatmap(blocks: ArrayLike, languages: Sequence[str], path: str | os.Pa
     ax.set_yticks(ticks, languages)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="mean cosine similarity")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def layerwise_scores(lrds: ArrayLike, sads: ArrayLike, path: str | os.PathLike,
@@ -113,7 +113,7 @@ def layerwise_scores(lrds: ArrayLike, sads: ArrayLike, path: str | os.PathLike,
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def key_neurons_per_layer(counts: ArrayLike, languages: Sequence[str], path: str | os.PathLike,
@@ -141,7 +141,7 @@ def key_neurons_per_layer(counts: ArrayLike, languages: Sequence[str], path: str
     bars.bar(languages, overall, color=colours)
     bars.set(ylabel=f"{unit} (of all)" if total_per_layer else unit, title=f"{title} per language")
     bars.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def evolution(steps_or_sizes: ArrayLike, values: Mapping[str, ArrayLike], path: str | os.PathLike,
@@ -166,7 +166,7 @@ def evolution(steps_or_sizes: ArrayLike, values: Mapping[str, ArrayLike], path: 
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def layer_distribution_over_checkpoints(labels: Sequence[str], counts: ArrayLike, path: str | os.PathLike,
@@ -185,7 +185,7 @@ def layer_distribution_over_checkpoints(labels: Sequence[str], counts: ArrayLike
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(xlabel="layer", title=title)
     fig.colorbar(image, ax=ax, label="% of the checkpoint's key neurons")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ablation_heatmap(table_rows: Sequence[Mapping[str, Any]], languages: Sequence[str],
@@ -214,4 +214,4 @@ def ablation_heatmap(table_rows: Sequence[Mapping[str, Any]], languages: Sequenc
     ax.set_yticks(np.arange(len(names)), labels)
     ax.set(xlabel="evaluated language", ylabel="deactivated region (% of neurons)", title=title)
     fig.colorbar(image, ax=ax, label="% perplexity increase")
-    return _save(fig, path)
+    return save_figure(fig, path)

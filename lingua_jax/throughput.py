@@ -31,9 +31,8 @@ import transformers
 from absl import logging
 from matplotlib.figure import Figure
 
-from lingua_jax import checkpoints, evaluate, sharding
-from lingua_jax.io import write_atomic
-from lingua_jax.lm import LM, build_module, param_shapes
+from lingua_jax import checkpoints, evaluate, plots
+from lingua_jax.lm import LM
 from lingua_jax.models import BloomSpec, LlamaSpec
 
 STAGES = ("pooled", "logits", "perplexity")
@@ -224,19 +223,6 @@ def architecture_of(model: Mapping[str, Any], resolve: Callable[[str], Path]) ->
                      f"({sorted(ARCHITECTURES)})")
 
 
-def random_lm(config: Any, dtype: Any = "float32", mesh: jax.sharding.Mesh | None = None, seed: int = 0) -> LM:
-    """An LM of HF `config`'s architecture with random weights, made on the devices (sharded by the
-    partition rules on `mesh`): speed does not depend on the values."""
-    module, family = build_module(config, dtype)
-    shapes = param_shapes(module)
-    out = None if mesh is None else sharding.param_shardings(shapes, module.spec, mesh)
-    ids = jnp.zeros((1, 1), jnp.int32)
-    params = jax.jit(lambda key: module.init(key, ids, jnp.ones_like(ids))["params"], out_shardings=out)(
-        jax.random.key(seed))
-    return LM(module, params, config, family, {"path": None, "dtype": jnp.dtype(module.dtype).name,
-                                               "random_init_seed": seed}, mesh)
-
-
 # --- the grid -----------------------------------------------------------------------------------------
 
 def stage_call(lm: LM, stage: str, batch_size: int, seq_len: int, seed: int = 0
@@ -317,8 +303,5 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str 
     speed.set_yscale("log")
     mfu.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    try:
-        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
-    finally:
-        fig.clear()
+    return plots.save_figure(fig, path, dpi=120)
 
