@@ -19,6 +19,8 @@ setup(
         "numpy>=1.26",
         "transformers>=5.0",  # saved tokenizers use the v5 TokenizersBackend class
         "tokenizers>=0.20",
+        "huggingface_hub>=1.0",  # hub ids and data sets: snapshot_download, the cache, offline mode
+        "pyarrow>=14",  # the Hub's parquet files (XL-Sum, FLORES+ revisions in parquet)
         "safetensors>=0.4",
         "orbax-checkpoint>=0.11",
         "tensorstore>=0.1.70",

@@ -38,15 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lingua_jax as lj  # noqa: E402
 from benchmarks import reference_method as reference  # noqa: E402
-from lingua_jax import data, evaluate, extract, metrics, tables, throughput  # noqa: E402
+from lingua_jax import config as config_lib, data, evaluate, extract, metrics, tables, throughput  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPE = dict(hidden_size=1024, n_layer=24, n_head=16)  # BLOOM-560m
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", "/tmp/lingua_jax_bench/bloom-560m-random", "Built here if missing.")
 _VOCAB = flags.DEFINE_integer("vocab_size", 250880, "Model vocabulary (BLOOM's: 250880).")
 _TOKENIZER_VOCAB = flags.DEFINE_integer("tokenizer_vocab", 32000, "BPE vocabulary trained on FLORES.")
-_FLORES = flags.DEFINE_string("flores", str(REPO.parent / "shared" / "data" / "flores200_devtest"), "FLORES dir.")
+_FLORES = flags.DEFINE_string("flores", None, "FLORES-200 devtest folder (default: flores200_devtest in the "
+                              "data directory, $LINGUA_JAX_DATA_DIR or ~/.cache/lingua_jax/data).")
 _STAGES = flags.DEFINE_list("stages", ["extract", "scores", "perplexity"], "Stages to compare.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds per stage (ours then theirs, each round).")
 _N = flags.DEFINE_integer("n", 20, "Sentences per language for extraction (the paper: 100).")
@@ -186,7 +186,7 @@ def machine() -> str:
 
 def main(argv):
     del argv
-    flores = data.load_flores(_FLORES.value)
+    flores = data.load_flores(_FLORES.value or config_lib.data_dir() / "flores200_devtest")
     model_dir = Path(_MODEL_DIR.value)
     build_model(model_dir, _VOCAB.value, _TOKENIZER_VOCAB.value, list(flores.texts))
     tokenizer = data.load_tokenizer(model_dir)

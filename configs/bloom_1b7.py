@@ -1,7 +1,8 @@
 """bigscience/bloom-1b7 with the paper's protocol (FLORES-200 x 9 languages, tau = 2, XL-Sum perplexity).
 
+    python launch/fetch_data.py --config configs/bloom_1b7.py   # once, where there is a network
+    python launch/analyze.py --config configs/bloom_1b7.py      # the model from the HF cache, else the Hub
     python launch/analyze.py --config configs/bloom_1b7.py --config.model.path=/path/to/local/copy
-    python launch/analyze.py --config configs/bloom_1b7.py   # downloads bigscience/bloom-1b7 when online
 """
 
 from lingua_jax.config import paper_model

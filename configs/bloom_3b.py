@@ -1,7 +1,8 @@
 """bigscience/bloom-3b with the paper's protocol (FLORES-200 x 9 languages, tau = 2, XL-Sum perplexity).
 
+    python launch/fetch_data.py --config configs/bloom_3b.py   # once, where there is a network
+    python launch/analyze.py --config configs/bloom_3b.py      # the model from the HF cache, else the Hub
     python launch/analyze.py --config configs/bloom_3b.py --config.model.path=/path/to/local/copy
-    python launch/analyze.py --config configs/bloom_3b.py   # downloads bigscience/bloom-3b when online
 """
 
 from lingua_jax.config import paper_model

@@ -6,7 +6,7 @@ languages of the paper; 800 AdamW steps of 32 windows of 128 tokens. About 15 mi
 
 Run (from the repository root; writes the model, tokenizer, loss_curve.csv and training.json):
 
-    python launch/train.py --config=configs/demo_train.py --data_dir=../shared/data \
+    python launch/train.py --config=configs/demo_train.py --data_dir=/path/to/data \
         --workdir=lingua_jax/assets/demo
 """
 

@@ -1,7 +1,7 @@
 """A tiny training run for tests: 2 layers, hidden 32, a 300-token BPE, 30 steps of 8 x 32 tokens on
 FLORES-200 devtest lines 200-399. Seconds on a CPU.
 
-    python launch/train.py --config=configs/tiny_train.py --data_dir=../shared/data --workdir=/tmp/tiny_lm
+    python launch/train.py --config=configs/tiny_train.py --data_dir=/path/to/data --workdir=/tmp/tiny_lm
 
 Pass `--config=configs/tiny_train.py:llama` for the LLaMA variant.
 """

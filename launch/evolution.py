@@ -22,6 +22,7 @@ _XLABEL = flags.DEFINE_string("xlabel", "training step", "What x is.")
 _LOG_X = flags.DEFINE_bool("log_x", False, "Logarithmic x axis (model sizes).")
 _RESULTS = flags.DEFINE_string("results_dir", "results/evolution", "Where the sweep's results go.")
 _STAGES = flags.DEFINE_list("stages", list(evolution.ROW_STAGES), "Stages run for each checkpoint.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data directory (overrides config.data_dir).")
 
 
 def default_label(spec: str) -> str:
@@ -30,10 +31,13 @@ def default_label(spec: str) -> str:
 
 def main(argv):
     del argv
+    config = _CONFIG.value
+    if _DATA_DIR.value:
+        config.data_dir = _DATA_DIR.value
     specs = _CHECKPOINTS.value
     labels = _LABELS.value or [default_label(s) for s in specs]
     xs = [float(x) for x in _X.value] if _X.value else list(range(len(specs)))
-    out = evolution.sweep(_CONFIG.value, specs, labels, xs, _RESULTS.value, _STAGES.value, _XLABEL.value,
+    out = evolution.sweep(config, specs, labels, xs, _RESULTS.value, _STAGES.value, _XLABEL.value,
                           _LOG_X.value)
     print(f"results: {out['summary'].resolve()}")
     for label, earlier in out["identical"]:

@@ -20,7 +20,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from lingua_jax import pipeline, sharding, tables, throughput
+from lingua_jax import sharding, tables, throughput
 from lingua_jax.lm import random_init
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,10 +42,10 @@ def main(argv):
     del argv
     config = _CONFIG.value
     dtype = _DTYPE.value or config.model.dtype
-    name, hf = throughput.architecture_of(config.model, pipeline.resolve)
+    name, hf = throughput.architecture_of(config.model)
     mesh = sharding.make_mesh(tuple(config.model.mesh)) if config.model.get("mesh") else None
     lm = random_init(hf, dtype, mesh=mesh)
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     rows = list(throughput.grid(lm, _STAGES.value, [int(b) for b in _BATCH_SIZES.value],
                                 [int(t) for t in _SEQ_LENS.value], _MIN_TIME.value, _MATMUL_SIZE.value,
                                 int(_MAX_LOGITS_GIB.value * 2**30)))
@@ -53,7 +53,7 @@ def main(argv):
              "platform": device.platform, "device": device.device_kind,
              "devices": 1 if mesh is None else mesh.size, "host": platform.node(),
              "date": datetime.date.today().isoformat(), "jax": jax.__version__}
-    out = Path(_OUTPUT_DIR.value or Path(config.results_dir) / "throughput")
+    out = Path(_OUTPUT_DIR.value or Path(config.results_dir) / "throughput").expanduser()
     paths = tables.write_table(rows, out, "throughput", metadata=about)
     throughput.plot(rows, out / "throughput.png", f"{name} ({dtype}) on {device.device_kind}")
     print(", ".join(f"{k}: {v}" for k, v in about.items()))

@@ -1,4 +1,5 @@
-"""Hugging Face checkpoints: read config.json and weights, map them onto the Flax parameter tree.
+"""Checkpoints: where a model's files are (a local directory, the shipped demo or a hub id, resolved by
+`resolve_model`), its config.json and weights, mapped onto the Flax parameter tree; orbax too.
 
 The Flax modules name their parameters as the HF checkpoint does, so the mapping is a rule, not a
 table: a Flax path (transformer, h, self_attention, query_key_value, kernel) with the layer stack `h`
@@ -9,6 +10,7 @@ time and by slice (safetensors and torch's mmap), so host memory peaks near one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -20,7 +22,9 @@ import numpy as np
 from absl import logging
 from transformers import AutoConfig
 
+from lingua_jax import hub
 from lingua_jax.models import Family
+from lingua_jax.sharding import to_host
 
 # Flax leaf name -> (HF leaf name, transpose?)
 LEAF_NAMES = {"kernel": ("weight", True), "scale": ("weight", False), "embedding": ("weight", False),
@@ -28,6 +32,71 @@ LEAF_NAMES = {"kernel": ("weight", True), "scale": ("weight", False), "embedding
 # HF tensors that carry no parameters (buffers some checkpoints store).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attention.masked_bias", "attention.bias")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DEMO_MODEL = Path(__file__).parent / "assets" / "demo"  # the model path "demo"
+# What loading a hub model downloads: config and tokenizer files, then safetensors weights, or the
+# PyTorch pickles where a revision has no safetensors (many of BLOOM's intermediate checkpoints).
+CONFIG_FILES = ("config.json", "generation_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "tokenizer.model", "vocab.json", "merges.txt")
+WEIGHT_FILES = (("model*.safetensors", "model.safetensors.index.json"),
+                ("pytorch_model*.bin", "pytorch_model.bin.index.json"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: `path`, a local directory; for a hub model also its id, the revision
+    asked for (a branch, tag or commit) and the commit it resolved to."""
+
+    path: Path
+    hub_id: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """{"path"} (+ "hub_id", "revision", "commit" for a hub model): what reports and caches name."""
+        about = {"path": str(self.path)}
+        if self.hub_id:
+            about.update(hub_id=self.hub_id, revision=self.revision, commit=self.commit)
+        return about
+
+
+def resolve_model(spec: str | os.PathLike, revision: str = "", weights: bool = True) -> ModelSource:
+    """Where the model `spec` is: "demo" (the shipped demo model), a local directory (`~` and relative
+    paths allowed: relative to the working directory), or a hub id "org/name" / "org/name@revision",
+    fetched with huggingface_hub into its cache (config, tokenizer and, with `weights`, the weight
+    files: safetensors where the revision has them, else pytorch_model*.bin). `revision` is the same
+    as "@revision"; giving two different ones is an error."""
+    spec = str(spec)
+    if spec == "demo":
+        return ModelSource(DEMO_MODEL)
+    local = Path(spec).expanduser()
+    if local.is_dir() or not hub.is_hub_id(spec):
+        if local.exists() and not local.is_dir():
+            raise NotADirectoryError(f"model path {spec!r} is a file: give the checkpoint's directory")
+        if not local.is_dir():
+            raise FileNotFoundError(f"checkpoint directory {spec!r} does not exist (nor is it a hub id "
+                                    "org/name[@revision])")
+        if revision:
+            raise ValueError(f"revision {revision!r} was given for the local directory {spec!r}: revisions "
+                             "apply to hub ids only")
+        return ModelSource(local.resolve())
+    repo, pinned = hub.split_revision(spec)
+    if pinned and revision and pinned != revision:
+        raise ValueError(f"{spec!r} names revision {pinned!r} but model.revision is {revision!r}")
+    revision = pinned or revision
+    files = CONFIG_FILES + TOKENIZER_FILES
+    found = hub.snapshot(repo, revision, files + WEIGHT_FILES[0] if weights else files)
+    if weights and not any(found.path.glob("model*.safetensors*")):
+        found = hub.snapshot(repo, found.commit, files + WEIGHT_FILES[1])
+    return ModelSource(found.path, repo, revision or "main", found.commit)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; a clear error naming the file when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged or truncated") from e
 
 
 def load_config(path: str | os.PathLike) -> Any:
@@ -37,7 +106,7 @@ def load_config(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} has no config.json: not a Hugging Face checkpoint directory")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    model_type = read_json(path / "config.json").get("model_type")
     if model_type not in ("bloom", "llama"):
         raise ValueError(f"unsupported model_type {model_type!r} in {path / 'config.json'}: "
                          "lingua_jax supports ['bloom', 'llama']")
@@ -64,7 +133,9 @@ class TensorReader:
         for weights, index in (("model.safetensors", "model.safetensors.index.json"),
                                ("pytorch_model.bin", "pytorch_model.bin.index.json")):
             if (self.path / index).is_file():
-                weight_map = json.loads((self.path / index).read_text())["weight_map"]
+                weight_map = read_json(self.path / index).get("weight_map")
+                if not isinstance(weight_map, dict):
+                    raise ValueError(f"{self.path / index} has no 'weight_map' mapping tensor names to files")
                 self._files = {name: self.path / f for name, f in weight_map.items()}
                 break
             if (self.path / weights).is_file():
@@ -101,17 +172,25 @@ class TensorReader:
             if file not in self._open:
                 self._open[file] = _torch_load(file)
             return fn(self._open[file][name])
-        from safetensors import safe_open
-        with safe_open(str(file), framework="numpy") as f:
+        with _safe_open(file) as f:
             return fn(f.get_slice(name))
 
 
 def _tensor_names(file: Path) -> list[str]:
     if file.suffix == ".bin":
         return list(_torch_load(file))
-    from safetensors import safe_open
-    with safe_open(str(file), framework="numpy") as f:
+    with _safe_open(file) as f:
         return list(f.keys())
+
+
+def _safe_open(file: Path) -> Any:
+    """safetensors' `safe_open` on `file`, with an error naming the file when it is not readable."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        return safe_open(str(file), framework="numpy")
+    except SafetensorError as e:
+        raise ValueError(f"{file} is not a readable safetensors file ({e}): it is damaged or truncated "
+                         "(an interrupted download?); download it again") from e
 
 
 def _torch_load(file: Path) -> dict[str, Any]:
@@ -120,7 +199,11 @@ def _torch_load(file: Path) -> dict[str, Any]:
     except ImportError as e:
         raise ImportError(f"{str(file)!r} is a PyTorch pickle checkpoint: reading it needs torch "
                           "(pip install torch==2.13.0), or convert it to safetensors") from e
-    return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{file} is not a readable PyTorch checkpoint ({e}): it is damaged or truncated "
+                         "(an interrupted download?); download it again") from e
 
 
 def _torch_to_numpy(tensor: Any) -> np.ndarray:
@@ -193,19 +276,21 @@ def load_params(path: str | os.PathLike, family: Family, shapes: Any, dtype: Any
 
 
 def save_params(params: Any, family: Family, path: str | os.PathLike) -> Path:
-    """Write a params pytree as HF's model.safetensors (the inverse of `load_params`)."""
+    """Write a params pytree as HF's model.safetensors (the inverse of `load_params`). With several
+    processes every one must call it: each tensor is gathered from all of them, and process 0 writes."""
     from safetensors.numpy import save_file
 
     tensors = {}
     for keypath, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         fpath = tuple(k.key for k in keypath)
-        value = np.asarray(jax.device_get(leaf))
+        value = to_host(leaf)
         for layer, array in (enumerate(value) if family.stack in fpath else [(None, value)]):
             name, transpose = hf_name(family, fpath, layer)
             tensors[name] = np.ascontiguousarray(array.T if transpose else array)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    if jax.process_index() == 0:
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     return path / "model.safetensors"
 
 

@@ -5,7 +5,8 @@ table (the paper's Table 1).
 Every score comes from one jit-compiled kernel: final hidden states once, then logits, log-softmax
 (float32) and the summed log-probabilities one chunk of positions at a time, so float32 logits never
 exist for more than [B, chunk, V]. Several masks can share a batch (one mask per row), sums are
-accumulated in float64 on the host, and on a mesh (`lm.mesh`) each batch is split over "data".
+accumulated in float64 on the host, and on a mesh (`lm.mesh`) each batch is split over "data" (its
+rows rounded up to a multiple of the data axis with unscored padding rows).
 
 Shapes: N rows (windows or context/continuation pairs), B batch, T tokens, V vocabulary, M layers,
 F neurons per layer, K masks, L languages, R table rows.
@@ -149,9 +150,9 @@ def _window_batches(windows: np.ndarray, rows: np.ndarray, row_masks: np.ndarray
 
 def _row_nll(lm: LM, windows: np.ndarray, masks: np.ndarray | None, rows: np.ndarray, row_masks: np.ndarray,
              batch_size: int, chunk: int | None) -> np.ndarray:
-    """float64 [len(rows)]: NLL sum of window rows[i] (tokens 2..T) under masks[row_masks[i]]."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    """float64 [len(rows)]: NLL sum of window rows[i] (tokens 2..T) under masks[row_masks[i]], in
+    batches of `lm.rows_per_batch(batch_size)` rows."""
+    batch_size = lm.rows_per_batch(batch_size)
     if windows.shape[1] < 2:
         raise ValueError(f"windows of {windows.shape[1]} token(s) predict nothing; seqlen must be >= 2")
     num_batches = -(-len(rows) // batch_size)
@@ -284,7 +285,7 @@ def loglikelihood(lm: LM, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tu
                              f"the context's last tokens): {pairs[i]!r}")
     masks = _single_mask(lm, neuron_mask)
     batches, scoring = _pair_batches([c + x for c, x in encoded], [len(c) for c, _ in encoded],
-                                     batch_size, buckets)
+                                     lm.rows_per_batch(batch_size), buckets)
     sums = _score(lm, scoring, len(scoring), masks, chunk, f"loglikelihood ({len(pairs)} pairs)")
     return batches.scatter(sums)
 

@@ -28,33 +28,21 @@ from lingua_jax.tables import markdown_table, write_table
 ROW_STAGES = ("extract", "metrics", "regions", "xstorycloze")
 
 
-def resolve_checkpoint(spec: str) -> Path:
-    """A local checkpoint directory, or "hub_id@revision" (e.g. bigscience/bloom-560m-intermediate@
-    global_step1000) fetched with huggingface_hub when online."""
-    if Path(spec).expanduser().is_dir():
-        return Path(spec).expanduser()
-    repo, _, revision = spec.partition("@")
-    if "/" not in repo:
-        raise FileNotFoundError(f"checkpoint {spec!r} is neither a local directory nor hub_id@revision")
-    from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(repo, revision=revision or None,
-                                      allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]))
-    except Exception as e:  # offline, unknown repo or revision
-        raise FileNotFoundError(f"could not fetch {spec!r} from the hub ({type(e).__name__}: {e}); "
-                                "download it where there is a network and pass the local directory") from e
-
-
 def fingerprint(path: str | os.PathLike) -> str:
     """sha256 over the checkpoint's weight files (name and bytes), config.json excluded: equal for
-    checkpoints that hold identical weights."""
+    checkpoints that hold identical weights. Weight files: *.safetensors, *.bin and their indexes, or
+    an orbax checkpoint's params/ (less _CHECKPOINT_METADATA, which holds the time of saving)."""
     digest = hashlib.sha256()
-    files = sorted(p for p in Path(path).iterdir()
+    path = Path(path)
+    files = sorted(p for p in path.iterdir()
                    if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
+    if checkpoints.is_orbax(path):
+        files += sorted(p for p in (path / checkpoints.ORBAX_PARAMS).rglob("*")
+                        if p.is_file() and p.name != "_CHECKPOINT_METADATA")
     if not files:
         raise FileNotFoundError(f"{str(path)!r} has no weight files to fingerprint")
     for file in files:
-        digest.update(file.name.encode())
+        digest.update(str(file.relative_to(path)).encode())
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
@@ -69,13 +57,13 @@ def sweep(config: ml_collections.ConfigDict, specs: Sequence[str], labels: Seque
         raise ValueError(f"{len(specs)} checkpoints, {len(labels)} labels and {len(xs)} x values differ")
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be unique: {list(labels)}")
-    results = Path(results_dir)
-    paths = [resolve_checkpoint(spec) for spec in specs]
-    for path in paths:
-        checkpoints.load_config(path)  # every checkpoint readable before any heavy work
+    results = Path(results_dir).expanduser().absolute()
+    sources = [checkpoints.resolve_model(spec) for spec in specs]  # local directories or hub_id@revision
+    for source in sources:
+        checkpoints.load_config(source.path)  # every checkpoint readable before any heavy work
     rows, layer_counts, seen = [], [], {}
-    for spec, label, x, path in zip(specs, labels, xs, paths):
-        digest = fingerprint(path)
+    for spec, label, x, source in zip(specs, labels, xs, sources):
+        digest = fingerprint(source.path)
         row = {"label": label, "x": x, "checkpoint": spec, "fingerprint": digest[:16], "identical_to": ""}
         if digest in seen:
             earlier = seen[digest]
@@ -84,7 +72,8 @@ def sweep(config: ml_collections.ConfigDict, specs: Sequence[str], labels: Seque
             layer_counts.append(layer_counts[rows.index(earlier)])
             continue
         analysis_config = copy.deepcopy(config)
-        analysis_config.model.path = str(path)
+        analysis_config.model.path = str(source.path) if source.hub_id is None else spec
+        analysis_config.model.revision = ""
         analysis_config.model.random = ml_collections.ConfigDict()
         analysis_config.results_dir = str(results / label)
         outputs = pipeline.Analysis(analysis_config).run(stages)

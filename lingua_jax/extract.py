@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from lingua_jax import metrics, sharding
+from lingua_jax.checkpoints import read_json
 from lingua_jax.data import ParallelCorpus, batch_texts, bucket_sizes, tokenize_each
 from lingua_jax.data.batching import padding_id
 from lingua_jax.io import write_atomic
@@ -83,11 +84,12 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
     """
     if pack:
         plan = PackedBatches.build(tokenize_each(tokenizer, corpus.texts, add_special_tokens), batch_size,
-                                   padding_id(tokenizer), _data_axis(lm), **batching)
+                                   padding_id(tokenizer), lm.data_parallelism, **batching)
         run, num_batches, shapes = _packed_outputs(lm, plan), len(plan.batches), plan.shapes
         num_samples = len(plan.token_ids)
     else:
-        batches = batch_texts(tokenizer, corpus.texts, batch_size, add_special_tokens=add_special_tokens, **batching)
+        batches = batch_texts(tokenizer, corpus.texts, lm.rows_per_batch(batch_size),
+                              add_special_tokens=add_special_tokens, **batching)
         run = ((b.index, lm.pooled(b.input_ids, b.attention_mask)) for b in batches)
         num_batches, num_samples, shapes = len(batches), batches.num_samples, batches.shapes
     logging.info("extracting %d sentences in batches of %d shape(s) %s%s", num_samples, len(shapes), shapes,
@@ -99,11 +101,6 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
     if pack:
         metadata.update(segments_per_row=sorted(set(plan.segments_of)), token_efficiency=plan.efficiency)
     return Activations(acts, corpus.lang, corpus.sem, tuple(corpus.languages), metadata, sums, squares)
-
-
-def _data_axis(lm: LM) -> int:
-    """How many ways the batch is split (the mesh's "data" axis; 1 without a mesh)."""
-    return 1 if lm.mesh is None else lm.mesh.shape["data"]
 
 
 # --- the per-language sums, streamed ----------------------------------------------------------------
@@ -162,7 +159,7 @@ def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: i
 
 def _replicated(lm: LM, x: np.ndarray) -> jax.Array:
     """x on every device of the model (committed there, as jit outputs are: one compile, not two)."""
-    return lm.place(jnp.asarray(x), batched=False) if lm.mesh is not None else jax.device_put(x, jax.devices()[0])
+    return lm.place(jnp.asarray(x), batched=False) if lm.mesh is not None else jax.device_put(x, jax.local_devices()[0])
 
 
 def _prefetched(run: Iterator[Any]) -> Iterator[Any]:
@@ -342,7 +339,10 @@ def create_store(directory: str | os.PathLike, shape: tuple[int, int, int], shar
 def write_own_rows(array: ts.TensorStore, index: np.ndarray, pooled: jax.Array) -> list[ts.WriteFutures]:
     """Start writing into `array` [N, M, F] the parts of pooled [R, M, F] (rows in sample order
     `index` [R], -1 for filler) that this process's devices hold, one replica of each; returns the
-    pending writes."""
+    pending writes. Without a mesh every process holds all of `pooled` (its own copy), so process 0
+    alone writes."""
+    if pooled.is_fully_addressable and jax.process_index() != 0:
+        return []
     writes = []
     for shard in pooled.addressable_shards:
         if shard.replica_id != 0:
@@ -366,10 +366,15 @@ def extract_cached(directory: str | os.PathLike, lm: LM, tokenizer: Any, corpus:
     later call with the same model, corpus and settings loads the stored activations instead."""
     key = cache_key(lm, tokenizer, corpus, options)
     directory = Path(directory)
-    stored = directory / "metadata.json"
-    if all((directory / f).exists() for f in FILES) and json.loads(stored.read_text()).get("cache_key") == key:
-        logging.info("reusing activations stored in %s", directory)
-        return load(directory)
+    if all((directory / f).exists() for f in FILES):
+        try:
+            stored = read_json(directory / "metadata.json")
+        except ValueError as e:
+            logging.warning("%s; extracting again", e)
+            stored = {}
+        if stored.get("cache_key") == key:
+            logging.info("reusing activations stored in %s", directory)
+            return load(directory)
     activations = extract(lm, tokenizer, corpus, store=directory, **options)
     activations.metadata["cache_key"] = key
     _save_labels(activations, directory)  # written by process 0 (write_atomic), the rows being written
@@ -411,7 +416,7 @@ def load(directory: str | os.PathLike) -> Activations:
     missing = [f for f in FILES if not (directory / f).exists()]
     if missing:
         raise FileNotFoundError(f"activation store {str(directory)!r} is missing {missing}")
-    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata = read_json(directory / "metadata.json")
     labels = np.load(directory / "labels.npz")
     sums = np.load(directory / SUMS_FILE) if (directory / SUMS_FILE).is_file() else None
     acts = ts.open(_store_spec(directory), open=True, read=True).result().read().result()

@@ -77,14 +77,22 @@ def generate(lm: LM, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int
     """Greedy continuations of `prompts` (the new text only), decoded without special tokens.
 
     Prompts are tokenized as `tokenizer(prompt)` does by default and left-padded to one bucket length
-    (a power of two), so a few prompt lengths share one compile. Decoding stops at the tokenizer's EOS.
+    (a power of two), so a few prompt lengths share one compile; the batch is completed to a multiple
+    of the data axis with filler rows whose output is dropped. Decoding stops at the tokenizer's EOS.
+    `neuron_mask` is [M, F], or [len(prompts), M, F]: one mask per prompt.
     """
     if not prompts:
         raise ValueError("no prompts to generate from")
-    batches = make_batches(tokenize_each(tokenizer, prompts, add_special_tokens), batch_size=len(prompts),
-                           pad_id=padding_id(tokenizer), padding_side="left")
+    batches = make_batches(tokenize_each(tokenizer, prompts, add_special_tokens),
+                           batch_size=lm.rows_per_batch(len(prompts)), pad_id=padding_id(tokenizer),
+                           padding_side="left")
     (batch,) = batches.batches
-    new = greedy(lm, batch.input_ids, batch.attention_mask, max_new_tokens, neuron_mask,
+    attention_mask = batch.attention_mask.copy()
+    attention_mask[~batch.valid, -1] = 1  # a filler row reads one padding token; its output is dropped
+    if neuron_mask is not None and np.ndim(neuron_mask) == 3:
+        if len(neuron_mask) != len(prompts):
+            raise ValueError(f"{len(neuron_mask)} neuron masks for {len(prompts)} prompts")
+        neuron_mask = np.asarray(neuron_mask)[np.maximum(batch.index, 0)]  # in the batch's row order
+    new = greedy(lm, batch.input_ids, attention_mask, max_new_tokens, neuron_mask,
                  eos_token_id=tokenizer.eos_token_id, pad_token_id=padding_id(tokenizer))
-    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-    return [texts[r] for r in np.argsort(batch.index)]
+    return tokenizer.batch_decode(batches.scatter([new]), skip_special_tokens=True)

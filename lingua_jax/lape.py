@@ -36,7 +36,8 @@ def activation_probabilities(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, 
     (`batching` goes to `data.batch_texts`). The public code (activation.py) counts over one long token
     stream per language (up to ~100M tokens) cut into max-length windows; the statistic is the same.
     """
-    batches = batch_texts(tokenizer, corpus.texts, batch_size, add_special_tokens=add_special_tokens, **batching)
+    batches = batch_texts(tokenizer, corpus.texts, lm.rows_per_batch(batch_size),
+                          add_special_tokens=add_special_tokens, **batching)
     logging.info("counting active neurons of %d sentences in %d batches of %d shapes %s", batches.num_samples,
                  len(batches), len(batches.shapes), batches.shapes)
     num, lang = len(corpus.languages), corpus.lang

@@ -1,5 +1,5 @@
 """`LM`: a loaded model (Flax module, params, HF config) with jit-compiled forwards, and
-`load_pretrained`, which builds one from a local Hugging Face checkpoint directory.
+`load_pretrained`, which builds one from a checkpoint directory or a hub id.
 
 Shapes: B batch, T tokens, V vocabulary, M layers, F neurons per layer.
 """
@@ -64,6 +64,19 @@ class LM:
     @property
     def dtype(self) -> Any:
         return self.module.dtype
+
+    @property
+    def data_parallelism(self) -> int:
+        """How many ways every batch is split: the mesh's "data" axis (1 without a mesh)."""
+        return 1 if self.mesh is None else self.mesh.shape["data"]
+
+    def rows_per_batch(self, batch_size: int) -> int:
+        """`batch_size` rounded up to a multiple of the data axis. Batched stages build batches of this
+        many rows and fill the extra ones with padding whose results they drop, so any batch size works
+        on any mesh."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return -(-batch_size // self.data_parallelism) * self.data_parallelism
 
     def _apply(self, params, input_ids, attention_mask, neuron_mask, capture, output):
         out, state = self.module.clone(capture=capture).apply(
@@ -134,29 +147,34 @@ def param_shapes(module: common.CausalLM) -> Any:
     return jax.eval_shape(module.init, jax.random.key(0), ids, jnp.ones_like(ids))["params"]
 
 
-def load_pretrained(path: str | os.PathLike, dtype: str | Any = "float32", mesh: Mesh | None = None,
-                    fsdp: bool = False) -> LM:
-    """Load a local checkpoint directory: Hugging Face (config.json + safetensors or pytorch_model.bin)
-    or orbax (config.json + params/, as `save_pretrained(..., format="orbax")` writes it).
+def load_pretrained(path: str | os.PathLike | checkpoints.ModelSource, dtype: str | Any = "float32",
+                    mesh: Mesh | None = None, fsdp: bool = False, revision: str = "") -> LM:
+    """Load a checkpoint: a Hugging Face directory (config.json + safetensors or pytorch_model.bin), an
+    orbax directory (config.json + params/, as `save_pretrained(..., format="orbax")` writes it), a hub
+    id "org/name[@revision]" (fetched into the Hugging Face cache, `revision` as "@revision"; see
+    `checkpoints.resolve_model`), or "demo", the shipped demo model.
 
     `dtype` is "float32" or "bfloat16" (parameters and matmuls; reductions stay float32). With a
     ("data", "model") `mesh` (see `sharding.make_mesh`) the parameters are split by the partition
     rules of `lingua_jax.sharding` (`fsdp` also splits them over "data"), each device's shard read
-    straight from the checkpoint, and every forward runs with the batch split over "data".
+    straight from the checkpoint, and every forward runs with the batch split over "data". Without a
+    mesh the model lives on this process's first local device (with several processes, each holds its
+    own copy and computes on its own).
     """
-    config = checkpoints.load_config(path)
+    found = path if isinstance(path, checkpoints.ModelSource) else checkpoints.resolve_model(path, revision)
+    config = checkpoints.load_config(found.path)
     module, family = build_module(config, dtype)
     shapes = param_shapes(module)
     if mesh is None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree_util.tree_map(lambda _: device, shapes)
     else:
         shardings = sharding.param_shardings(shapes, module.spec, mesh, fsdp)
-    if checkpoints.is_orbax(path):
-        params = checkpoints.load_orbax(path, shapes, module.dtype, shardings)
+    if checkpoints.is_orbax(found.path):
+        params = checkpoints.load_orbax(found.path, shapes, module.dtype, shardings)
     else:
-        params = checkpoints.load_params(path, family, shapes, module.dtype, shardings)
-    source = {"path": str(Path(path).resolve()), "dtype": jnp.dtype(module.dtype).name}
+        params = checkpoints.load_params(found.path, family, shapes, module.dtype, shardings)
+    source = {**found.describe(), "dtype": jnp.dtype(module.dtype).name}
     return LM(module, params, config, family, source, mesh)
 
 
@@ -176,18 +194,24 @@ def save_pretrained(lm: LM, path: str | os.PathLike, tokenizer: Any = None, form
     """Export `lm` to a checkpoint directory that `load_pretrained` reads: config.json plus either
     model.safetensors (format="safetensors": the Hugging Face format, loadable by `transformers`) or an
     orbax checkpoint of the parameters with their sharding (format="orbax"); the tokenizer's files
-    too when given."""
+    too when given. With several processes every process must call it (the parameters are gathered,
+    or saved by orbax, collectively) and only process 0 writes files."""
     if format not in ("safetensors", "orbax"):
         raise ValueError(f"format must be 'safetensors' or 'orbax', got {format!r}")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    config = copy.deepcopy(lm.config)
-    config.dtype = jnp.dtype(lm.dtype).name
-    config.save_pretrained(path)
+    path = Path(path).expanduser()
+    writer = jax.process_index() == 0
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cannot save a checkpoint into {str(path)!r}: it is a file")
+    if writer:
+        path.mkdir(parents=True, exist_ok=True)
+        config = copy.deepcopy(lm.config)
+        config.dtype = jnp.dtype(lm.dtype).name
+        config.save_pretrained(path)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
     if format == "orbax":
-        checkpoints.save_orbax(lm.params, path)
+        checkpoints.save_orbax(lm.params, path)  # collective: orbax coordinates the processes' writes
     else:
         checkpoints.save_params(lm.params, family_of(lm.config), path)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
+    sharding.barrier(f"checkpoint saved to {path}")
     return path

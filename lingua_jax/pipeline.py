@@ -4,8 +4,12 @@ extract -> metrics -> regions -> ablation -> xstorycloze -> generation -> compar
 LAPE, when `methods` names both) -> report. Each stage writes
 its files into `<results_dir>/<stage>/` and, last, `done.json` with a key over its config and the keys
 of the stages it reads: a re-run skips every stage whose key is unchanged, and a killed run resumes at
-the first stage that had not finished. Bad input (missing paths, unknown family, languages absent from
-the corpus, a results directory of another model) fails before any heavy work.
+the first stage that had not finished; a stage that skipped itself (data absent, method not asked for)
+is not recorded as done, so it runs once its inputs appear. Bad input (missing paths, unknown family,
+languages absent from the corpus, a results directory of another model) fails before any heavy work.
+
+Path settings are resolved once, when the `Analysis` is made (`config.resolve_paths`); every path a
+stage records is relative to the results directory, so a results directory can be moved or copied.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,82 +27,104 @@ import numpy as np
 import transformers
 from absl import logging
 
-import lingua_jax
-from lingua_jax import checkpoints, data, evaluate, extract, generation, lape, metrics, plots, report, sharding
+from lingua_jax import checkpoints, config as config_lib, data, evaluate, extract, generation, lape, metrics
+from lingua_jax import plots, report, sharding
 from lingua_jax.io import write_atomic
 from lingua_jax.lm import LM, load_pretrained, random_init, save_pretrained
 from lingua_jax.tables import write_table
 
+TEXT_KINDS = ("bundled", "xlsum", "hub_xlsum")  # ablation.text.kind
+XSTORYCLOZE_KINDS = ("tsv", "hub", "none")
 STAGES = ("extract", "metrics", "regions", "ablation", "xstorycloze", "generation", "compare", "report")
 READS = {"extract": (), "metrics": ("extract",), "regions": ("extract",), "ablation": ("regions",),
          "xstorycloze": ("regions",), "generation": ("regions",), "compare": ("regions",), "report": STAGES[:-1]}
 CONFIG = {"extract": ("model", "tokenizer", "corpus", "extract"), "metrics": (), "regions": ("regions",),
           "ablation": ("ablation",), "xstorycloze": ("xstorycloze",), "generation": ("generation",),
           "compare": ("methods", "lape", "ablation"), "report": ()}
-DEMO_MODEL = Path(lingua_jax.__file__).parent / "assets" / "demo"
-REPO_DATA = Path(lingua_jax.__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data of a checkout
+FETCH_HINT = "run `python launch/fetch_data.py --config <your config>` where there is a network, or set data_dir"
 
 
-def resolve(path: str) -> Path:
-    """Config paths: "demo" is the shipped demo model; "@data/<x>" is <x> under ../shared/data."""
-    if path == "demo":
-        return DEMO_MODEL
-    if path.startswith("@data/"):
-        return REPO_DATA / path[len("@data/"):]
-    return Path(path).expanduser()
-
-
-def languages_of(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    langs = config.corpus.languages
-    return tuple(langs.split(",") if isinstance(langs, str) else langs)
+def existing(path: str, setting: str) -> Path:
+    """The directory or file a data setting names; a FileNotFoundError naming the setting otherwise."""
+    found = Path(path)
+    if not found.exists():
+        raise FileNotFoundError(f"{setting}={path!r} does not exist: {FETCH_HINT}")
+    return found
 
 
 class Analysis:
     """One run of the stages for one model; `run(stages)` returns the summary page's path."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
-        self.results = Path(config.results_dir)
-        self.languages = languages_of(config)
+        self.config = config_lib.resolve_paths(config)
+        self.results = Path(self.config.results_dir)
+        if self.results.exists() and not self.results.is_dir():
+            raise NotADirectoryError(f"results_dir={str(self.results)!r} is a file, not a directory")
+        self.languages = config_lib.languages(self.config)
         self._check_config()
 
     # --- inputs, loaded on first use --------------------------------------------------------------
 
     def _check_config(self) -> None:
-        model = self.config.model
-        if not model.get("random"):
-            path = resolve(model.path)
-            checkpoints.load_config(path)  # missing directory / config.json, unknown model_type
+        for setting, kind, known in (("ablation.text.kind", self.config.ablation.text.kind, TEXT_KINDS),
+                                     ("xstorycloze.kind", self.config.xstorycloze.kind, XSTORYCLOZE_KINDS)):
+            if kind not in known:
+                raise ValueError(f"unknown {setting} {kind!r}; known: {list(known)}")
+        if not self.config.model.get("random"):
+            checkpoints.load_config(self.source.path)  # missing directory / config.json, unknown model_type
         unknown = set(self.languages) - set(self.corpus.languages)
         if unknown:
             raise ValueError(f"languages {sorted(unknown)} are not in the corpus ({list(self.corpus.languages)})")
         run_file = self.results / "run.json"
         identity = {"model": self.model_identity}
         if run_file.is_file():
-            before = json.loads(run_file.read_text())
+            before = checkpoints.read_json(run_file)
             if before.get("model") != identity["model"]:
                 raise ValueError(f"results directory {str(self.results)!r} holds results of model "
                                  f"{before.get('model')}, not {identity['model']}: use another results_dir")
         else:
             write_atomic(run_file, json.dumps(identity, indent=1))
 
+    @functools.cached_property
+    def source(self) -> checkpoints.ModelSource:
+        """Where the model's files are: a local directory, or a hub id fetched into the HF cache (with
+        its commit), or for a random model the directory it is saved in under the results."""
+        model = self.config.model
+        if not model.get("random"):
+            return checkpoints.resolve_model(model.path, model.get("revision", ""))
+        target = self.results / "random_model"
+        done = (target / "config.json").is_file()
+        sharding.barrier("random model checked")  # every process decides the same way before any writes
+        if not done:
+            tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, model.random.vocab_size)
+            fields = {k: v for k, v in model.random.to_dict().items() if k not in ("family", "seed", "vocab_size")}
+            hf_class = {"bloom": transformers.BloomConfig, "llama": transformers.LlamaConfig}[model.random.family]
+            hf = hf_class(vocab_size=len(tokenizer), **fields)
+            save_pretrained(random_init(hf, seed=model.random.seed), target, tokenizer)
+        return checkpoints.ModelSource(target)
+
     @property
     def model_identity(self) -> str:
+        """What the results directory holds results of: the random model's settings, the hub id, or the
+        checkpoint directory."""
         model = self.config.model
         if model.get("random"):
             return "random:" + json.dumps(model.random.to_dict(), sort_keys=True)
-        return str(resolve(model.path).resolve())
+        if model.path == "demo":
+            return "demo"  # wherever the package is installed
+        return self.source.hub_id or str(self.source.path)
 
     @functools.cached_property
     def corpus(self) -> data.ParallelCorpus:
         c = self.config.corpus
+        languages = self.languages
         loaders: dict[str, Callable[[], data.ParallelCorpus]] = {
             "bundled": lambda: data.bundled_sample(),
-            "flores": lambda: data.load_flores(resolve(c.path)),
-            "ntrex": lambda: data.load_ntrex(resolve(c.path)),
-            "table": lambda: data.load_table(resolve(c.path)),
-            "hub_flores": lambda: data.load_hub_flores(),
-            "hub_bible": lambda: data.load_hub_bible(),
+            "flores": lambda: data.load_flores(existing(c.path, "corpus.path"), languages),
+            "ntrex": lambda: data.load_ntrex(existing(c.path, "corpus.path"), languages),
+            "table": lambda: data.load_table(existing(c.path, "corpus.path"), languages),
+            "bible": lambda: data.load_bible(existing(c.path, "corpus.path"), languages),
+            "hub_flores": lambda: data.load_hub_flores(languages),
         }
         if c.kind not in loaders:
             raise ValueError(f"unknown corpus kind {c.kind!r}; known: {sorted(loaders)}")
@@ -109,29 +136,28 @@ class Analysis:
         return self.corpus.subset(self.languages).select(min(c.n, self.corpus.n), seed=c.seed)
 
     @functools.cached_property
-    def model_dir(self) -> Path:
-        model = self.config.model
-        if not model.get("random"):
-            return resolve(model.path)
-        target = self.results / "random_model"
-        if not (target / "config.json").is_file():
-            tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, model.random.vocab_size)
-            fields = {k: v for k, v in model.random.to_dict().items() if k not in ("family", "seed", "vocab_size")}
-            hf_class = {"bloom": transformers.BloomConfig, "llama": transformers.LlamaConfig}[model.random.family]
-            hf = hf_class(vocab_size=len(tokenizer), **fields)
-            save_pretrained(random_init(hf, seed=model.random.seed), target, tokenizer)
-        return target
-
-    @functools.cached_property
     def lm(self) -> LM:
         model = self.config.model
-        mesh = sharding.make_mesh(tuple(model.mesh)) if model.get("mesh") else None
-        return load_pretrained(self.model_dir, dtype=model.dtype, mesh=mesh, fsdp=model.get("fsdp", False))
+        return load_pretrained(self.source, dtype=model.dtype, mesh=sharding.default_mesh(tuple(model.mesh)),
+                               fsdp=model.get("fsdp", False))
 
     @functools.cached_property
     def tokenizer(self) -> Any:
-        return data.load_tokenizer(resolve(self.config.tokenizer) if self.config.get("tokenizer")
-                                   else self.model_dir)
+        named = self.config.get("tokenizer")
+        return data.load_tokenizer(checkpoints.resolve_model(named, weights=False).path if named
+                                   else self.source.path)
+
+    def relative(self, tree: Any) -> Any:
+        """Paths (in a dict of dicts) as strings relative to the results directory, for done.json."""
+        if isinstance(tree, dict):
+            return {k: self.relative(v) for k, v in tree.items()}
+        return os.path.relpath(tree, self.results) if Path(tree).is_absolute() else str(tree)
+
+    def absolute(self, tree: Any) -> Any:
+        """The inverse of `relative`: recorded paths as absolute Paths of today's results directory."""
+        if isinstance(tree, dict):
+            return {k: self.absolute(v) for k, v in tree.items()}
+        return self.results / tree
 
     # --- stage bookkeeping --------------------------------------------------------------------------
 
@@ -144,10 +170,15 @@ class Analysis:
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def done(self, stage: str) -> dict[str, Any] | None:
-        """The stage's recorded outputs if it finished with today's key, else None."""
+        """The stage's recorded outputs if it finished with today's key, else None (also when its
+        done.json is unreadable: the stage then runs again)."""
         marker = self.results / stage / "done.json"
         if marker.is_file():
-            record = json.loads(marker.read_text())
+            try:
+                record = checkpoints.read_json(marker)
+            except ValueError as e:
+                logging.warning("%s; stage %s runs again", e, stage)
+                return None
             if record.get("key") == self.key(stage):
                 return record["outputs"]
         return None
@@ -173,8 +204,11 @@ class Analysis:
                 return
             logging.info("stage %s: running", stage)
             outputs[stage] = getattr(self, f"stage_{stage}")(self.results / stage, outputs)
-            write_atomic(self.results / stage / "done.json",
-                         json.dumps({"key": self.key(stage), "outputs": outputs[stage]}, indent=1))
+            if "skipped" in outputs[stage]:
+                logging.info("stage %s: skipped (%s), not recorded as done", stage, outputs[stage]["skipped"])
+            else:
+                write_atomic(self.results / stage / "done.json",
+                             json.dumps({"key": self.key(stage), "outputs": outputs[stage]}, indent=1))
             sharding.barrier(f"stage {stage} written")  # later stages read its files on every process
 
         for stage in STAGES:
@@ -208,7 +242,7 @@ class Analysis:
                                                           out / "similarity.png"),
                    "block_map": plots.block_heatmap(blocks, list(acts.languages), out / "block_map.png"),
                    "layerwise": plots.layerwise_scores(np.asarray(lrds), np.asarray(sads), out / "layerwise.png")}
-        return {**scores, "tables": _paths(tables), "figures": _paths(figures)}
+        return {**scores, "tables": self.relative(tables), "figures": self.relative(figures)}
 
     def regions(self, stage: str = "regions") -> np.ndarray:
         """bool [L, M, F]: the key regions a stage stored."""
@@ -234,7 +268,8 @@ class Analysis:
         figures = {"key_neurons": plots.key_neurons_per_layer(counts, list(acts.languages), out / "key_neurons.png",
                                                               total_per_layer=regions.shape[-1])}
         return {"sklr": metrics.sklr(regions), "percent": {r["language"]: r["percent"] for r in sizes},
-                "threshold": self.config.regions.threshold, "tables": _paths(tables), "figures": _paths(figures)}
+                "threshold": self.config.regions.threshold, "tables": self.relative(tables),
+                "figures": self.relative(figures)}
 
     def masks(self, seed: int, fraction: float | None) -> dict[str, np.ndarray]:
         """{"none": None-equivalent, each language: its region, "random": matched random set} as
@@ -265,29 +300,35 @@ class Analysis:
         tables = {name: evaluate.write_table(table, out, name)}
         figures = {name: plots.ablation_heatmap(table.records(), list(table.languages), out / f"{name}.png")}
         return {"records": table.records(), "languages": list(table.languages),
-                "tables": _paths(tables), "figures": _paths(figures)}
+                "tables": self.relative(tables), "figures": self.relative(figures)}
 
     def stage_ablation(self, out: Path, _) -> dict[str, Any]:
         return self.ablate(self.regions(), out, "ablation")
 
     def stage_xstorycloze(self, out: Path, _) -> dict[str, Any]:
         x = self.config.xstorycloze
-        directory = resolve(x.path)
         languages = [lang for lang in self.languages if lang in x.languages]
-        if x.kind == "none" or not directory.is_dir():
-            reason = "disabled" if x.kind == "none" else f"{directory} not found"
+        reason = None
+        if x.kind == "none":
+            reason = "disabled (xstorycloze.kind='none')"
+        elif not languages:
+            reason = f"none of the languages {list(self.languages)} is in xstorycloze.languages"
+        elif x.kind == "tsv" and not Path(x.path).is_dir():
+            reason = f"xstorycloze.path={x.path!r} does not exist ({FETCH_HINT})"
+        if reason:
             logging.warning("xstorycloze skipped: %s", reason)
             return {"skipped": reason}
         masks = self.masks(self.config.ablation.seed, self.config.ablation.get("random_fraction"))
         rows = []
         for lang in languages:
-            stories = data.load_xstorycloze(directory, lang)[:x.limit or None]
+            stories = (data.load_xstorycloze(x.path, lang) if x.kind == "tsv"
+                       else data.load_hub_xstorycloze(lang))[:x.limit or None]
             row = {"language": lang, "stories": len(stories)}
             for name, mask in masks.items():
                 row[f"acc_{name}"] = evaluate.xstorycloze(self.lm, self.tokenizer, stories, mask,
                                                           batch_size=x.batch_size).accuracy
             rows.append(row)
-        return {"rows": rows, "tables": _paths({"xstorycloze": write_table(rows, out, "xstorycloze")})}
+        return {"rows": rows, "tables": self.relative({"xstorycloze": write_table(rows, out, "xstorycloze")})}
 
     def stage_generation(self, out: Path, _) -> dict[str, Any]:
         g = self.config.generation
@@ -303,7 +344,8 @@ class Analysis:
             lines += [f"## {prompt!r}", ""] + [f"- **{name}**: {texts[name][i]!r}" for name in masks] + [""]
         write_atomic(out / "generations.md", "\n".join(lines))
         write_atomic(out / "generations.json", json.dumps(rows, ensure_ascii=False, indent=1))
-        return {"tables": {"generations": {"md": str(out / "generations.md"), "json": str(out / "generations.json")}}}
+        files = {"md": out / "generations.md", "json": out / "generations.json"}
+        return {"tables": self.relative({"generations": files})}
 
     def stage_compare(self, out: Path, _) -> dict[str, Any]:
         """LAPE (Tang et al. 2024) beside the z-score regions: sizes, Jaccard overlap, per-layer counts,
@@ -333,7 +375,7 @@ class Analysis:
             tables.update(done["tables"])
             figures.update(done["figures"])
         return {"rows": rows, "empty_intersection": empty, "ablations": ablations,
-                "tables": _paths(tables), "figures": _paths(figures)}
+                "tables": self.relative(tables), "figures": self.relative(figures)}
 
     def stage_report(self, out: Path, outputs: dict[str, Any]) -> dict[str, Any]:
         model = self.config.model
@@ -372,9 +414,9 @@ class Analysis:
                     notes.append("The z-score and LAPE regions do not intersect for "
                                  f"{', '.join(done['empty_intersection'])}: their intersection rows zero "
                                  "nothing, so they equal the full model.")
-        summary = report.write_summary(out, provenance, headline, tables, figures,
+        summary = report.write_summary(out, provenance, headline, self.absolute(tables), self.absolute(figures),
                                        notes="\n\n".join(notes) or None)
-        return {"summary": str(summary)}
+        return {"summary": self.relative(summary)}
 
 
 def save_regions(regions: np.ndarray, directory: Path) -> None:
@@ -389,18 +431,11 @@ def ablation_texts(text: ml_collections.ConfigDict, languages: Sequence[str]) ->
         sample = data.bundled_sample(languages)
         return {lang: "\n\n".join(sample[lang]) for lang in languages}
     if text.kind == "xlsum":
-        return data.join_documents(data.load_xlsum_jsonl(resolve(text.path), languages, split=text.split,
-                                                         limit=text.limit))
+        return data.join_documents(data.load_xlsum_jsonl(existing(text.path, "ablation.text.path"), languages,
+                                                         split=text.split, limit=text.limit))
     if text.kind == "hub_xlsum":
-        return data.join_documents(data.load_hub_xlsum(languages, limit=text.limit))
-    raise ValueError(f"unknown ablation text kind {text.kind!r}; known: bundled, xlsum, hub_xlsum")
-
-
-def _paths(tree: Any) -> Any:
-    """Paths -> str, recursively (for JSON)."""
-    if isinstance(tree, dict):
-        return {k: _paths(v) for k, v in tree.items()}
-    return str(tree)
+        return data.join_documents(data.load_hub_xlsum(languages, split=text.split, limit=text.limit))
+    raise ValueError(f"unknown ablation.text.kind {text.kind!r}; known: {list(TEXT_KINDS)}")
 
 
 def _plain(value: Any) -> Any:

@@ -47,12 +47,14 @@ def _now() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Provenance:
-    """What produced a report: the weights (model path or hub id, revision, dtype, family, M layers
-    of F neurons), the corpus (name, samples per language), the seed and z-score threshold, the
-    package versions and the date. `random_weights` marks a model with random weights."""
+    """What produced a report: the weights (hub id or model path, the revision asked for and the commit
+    it resolved to, dtype, family, M layers of F neurons), the corpus (name, samples per language), the
+    seed and z-score threshold, the package versions and the date. `random_weights` marks a model with
+    random weights."""
 
     model: str
     revision: str | None
+    commit: str | None
     dtype: str
     family: str
     num_layers: int
@@ -67,10 +69,11 @@ class Provenance:
 
     @classmethod
     def from_lm(cls, lm: LM, **fields: Any) -> Provenance:
-        """Model fields from an `LM` (its source path, revision and dtype, family, M, F); the rest from
-        `fields` (corpus, samples_per_language, seed, threshold, random_weights)."""
+        """Model fields from an `LM` (its hub id or path, revision, commit and dtype, family, M, F); the
+        rest from `fields` (corpus, samples_per_language, seed, threshold, random_weights)."""
         source = lm.source
-        return cls(model=str(source.get("path", "unknown")), revision=source.get("revision"),
+        return cls(model=str(source.get("hub_id") or source.get("path") or "unknown"),
+                   revision=source.get("revision"), commit=source.get("commit"),
                    dtype=str(source.get("dtype", lm.dtype)), family=lm.family, num_layers=lm.num_layers,
                    num_neurons=lm.num_neurons, **fields)
 

@@ -42,6 +42,16 @@ def make_mesh(shape: tuple[int, int] = (-1, 1), devices: list[Any] | None = None
     return Mesh(np.asarray(devices).reshape(data, model), AXES)
 
 
+def default_mesh(shape: tuple[int, ...] = ()) -> Mesh | None:
+    """The mesh of a config's `model.mesh`: `shape` (data, model) when given. With none: no mesh (one
+    device) in a single process, and with several processes a data-parallel mesh (-1, 1) over all their
+    devices, since one device cannot span processes and each process computing everything alone
+    would repeat all the work."""
+    if shape:
+        return make_mesh(tuple(shape))
+    return make_mesh((-1, 1)) if jax.process_count() > 1 else None
+
+
 def check_divisible(spec: Any, mesh: Mesh) -> None:
     """Clear errors for a model that cannot be split over the mesh's model axis."""
     model = mesh.shape["model"]

@@ -116,7 +116,7 @@ class Peak:
 def matmul_rate(dtype: Any = jnp.float32, size: int = 2048, repeats: int = 5, device: Any = None) -> float:
     """FLOP/s of the fastest of `repeats` jitted [size, size] @ [size, size] matmuls on `device`
     (default: the first), inputs already there."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     a = jax.device_put(jax.random.normal(jax.random.key(0), (size, size), dtype), device)
     b = jax.device_put(jax.random.normal(jax.random.key(1), (size, size), dtype), device)
     matmul = jax.jit(jnp.matmul)
@@ -135,7 +135,7 @@ def spec_peak(device: Any, dtype: Any) -> float | None:
 def peak(dtype: Any, num_devices: int = 1, matmul_size: int = 2048) -> Peak:
     """The spec-sheet peak of the devices when known (`spec_peak`), else the measured matmul rate of
     one device times `num_devices`."""
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     known = spec_peak(device, dtype)
     if known is not None:
         return Peak(known * num_devices, f"spec sheet: {device.device_kind} bf16 dense x{num_devices}")
@@ -206,21 +206,20 @@ def hf_config(family: str, **fields: Any) -> transformers.PretrainedConfig:
     return HF_CONFIGS[family](**fields)
 
 
-def architecture_of(model: Mapping[str, Any], resolve: Callable[[str], Path]) -> tuple[str, Any]:
-    """(name, HF config) of an experiment config's `model` section: its `random` fields, the
-    config.json of a local `path`, or `ARCHITECTURES` for a known hub id."""
+def architecture_of(model: Mapping[str, Any]) -> tuple[str, Any]:
+    """(name, HF config) of an experiment config's `model` section: its `random` fields, the config.json
+    of a local `path`, `ARCHITECTURES` for a known hub id (nothing downloaded), else the config.json of
+    the hub id (fetched into, or found in, the Hugging Face cache; no weights)."""
     random = dict(model.get("random") or {})
     if random:
         fields = {k: v for k, v in random.items() if k not in ("family", "seed")}
         return f"random {random['family']}", hf_config(random["family"], **fields)
-    local = resolve(model["path"])
-    if (local / "config.json").is_file():
-        return str(local), checkpoints.load_config(local)
-    if model["path"] in ARCHITECTURES:
-        family, fields = ARCHITECTURES[model["path"]]
-        return model["path"], hf_config(family, **fields)
-    raise ValueError(f"{model['path']!r} is neither a local checkpoint nor a known architecture "
-                     f"({sorted(ARCHITECTURES)})")
+    path = str(model["path"])
+    if path in ARCHITECTURES and not Path(path).expanduser().is_dir():
+        family, fields = ARCHITECTURES[path]
+        return path, hf_config(family, **fields)
+    source = checkpoints.resolve_model(path, model.get("revision", ""), weights=False)
+    return source.hub_id or str(source.path), checkpoints.load_config(source.path)
 
 
 # --- the grid -----------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,33 +146,48 @@ def test_tsv_and_jsonl_tables(tmp_path):
         corpus.load_table(tmp_path / "t.tsv", languages=["en", "de"])
 
 
-def test_hub_loaders_explain_missing_datasets(monkeypatch):
-    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
-    for load in (corpus.load_hub_flores, corpus.load_hub_bible, xlsum.load_hub_xlsum):
-        with pytest.raises(ImportError, match=r"pip install datasets.*network"):
-            load()
-    with pytest.raises(ImportError, match="pip install datasets"):
-        xstorycloze.load_hub_xstorycloze("zh")
-    with pytest.raises(ValueError, match="XStoryCloze has no 'fr'"):
-        xstorycloze.load_hub_xstorycloze("fr")
+def test_flores_reads_only_the_languages_asked_for(tmp_path):
+    """A data directory holding six of the nine FLORES files serves any subset of those six."""
+    sample = corpus.bundled_sample()
+    for code in ("en", "zh", "fr", "es", "ar", "hi"):
+        (tmp_path / f"{corpus.FLORES_CODES[code]}.devtest").write_text("\n".join(sample[code]) + "\n", "utf-8")
+    six = corpus.load_flores(tmp_path, ["en", "zh", "fr", "es", "ar", "hi"])
+    assert six.languages == ("en", "zh", "fr", "es", "ar", "hi") and six["hi"] == sample["hi"]
+    with pytest.raises(FileNotFoundError, match=r"has no file\(s\) \['por_Latn.devtest'\]"):
+        corpus.load_flores(tmp_path, ["en", "pt"])
 
 
-def test_bible_alignment_goes_through_the_pivot(monkeypatch):
-    """Row i of two bible_para pairs need not be the same verse: align through the English text."""
-    pairs = {
-        ("en", "fr"): [("A", "a-fr"), ("B", "b-fr"), ("C", "c-fr"), ("D", "d-fr")],
-        ("en", "zh"): [("B", "b-zh"), ("A", "a-zh"), ("D", "d-zh"), ("D", "d2-zh")],  # D repeats: dropped
+def bible_xml(verses: dict[str, str]) -> str:
+    """A bible-corpus CES file (as github.com/christos-c/bible-corpus writes them) holding `verses`."""
+    segs = "".join(f'\n\t\t\t\t\t<seg id="{v}" type="verse">\n\t\t\t\t\t\t{text}\n\t\t\t\t\t</seg>'
+                   for v, text in verses.items())
+    return ('<?xml version="1.0" ?>\n<cesDoc version="4">\n\t<cesHeader version="2"><encodingDesc><editorialDesc>'
+            "<segmentation>Marked up to the level of chapter and verse.</segmentation></editorialDesc>"
+            '</encodingDesc></cesHeader>\n\t<text>\n\t\t<body id="Bible" lang="xx">\n\t\t\t<div id="b.GEN" '
+            f'type="book">\n\t\t\t\t<div id="b.GEN.1" type="chapter">{segs}\n\t\t\t\t</div>\n\t\t\t</div>'
+            "\n\t\t</body>\n\t</text>\n</cesDoc>\n")
+
+
+def test_bible_verses_align_by_id(tmp_path):
+    """Verses align by their id, not their position; a verse missing or blank in one language is
+    dropped in all; whitespace inside a verse collapses."""
+    files = {
+        "en": {"b.GEN.1.1": "In the beginning", "b.GEN.1.2": "And the earth", "b.GEN.1.3": "Let there be\n light",
+               "b.GEN.1.4": "It was good"},
+        "fr": {"b.GEN.1.2": "La terre", "b.GEN.1.1": "Au commencement", "b.GEN.1.3": "Que la lumière soit",
+               "b.GEN.1.4": "  "},
+        "zh": {"b.GEN.1.1": "起初", "b.GEN.1.3": "要有光", "b.GEN.1.4": "是好的"},
     }
-
-    def fake_hub(repo, lang1, lang2, split, trust_remote_code):
-        return [{"translation": {lang1: x, lang2: y} if lang1 == "en" else {lang2: x, lang1: y}}
-                for x, y in pairs[tuple(sorted((lang1, lang2)))]]
-
-    monkeypatch.setattr(corpus, "hub_dataset", fake_hub)
-    c = corpus.load_hub_bible(["zh", "en", "fr"])
-    assert c.languages == ("zh", "en", "fr")
-    # order of the first pair (en-zh); C lacks zh, D is ambiguous in en-zh
-    assert c["en"] == ("B", "A") and c["fr"] == ("b-fr", "a-fr") and c["zh"] == ("b-zh", "a-zh")
+    for code, verses in files.items():
+        (tmp_path / corpus.BIBLE_FILES[code]).write_text(bible_xml(verses), "utf-8")
+    c = corpus.load_bible(tmp_path, ["en", "fr", "zh"])
+    assert c["en"] == ("In the beginning", "Let there be light")
+    assert c["fr"] == ("Au commencement", "Que la lumière soit") and c["zh"] == ("起初", "要有光")
+    (tmp_path / "Hindi.xml").write_text(bible_xml({"b.GEN.1.1": "x"})[:-40], "utf-8")
+    with pytest.raises(ValueError, match=r"Hindi.xml is not valid XML"):
+        corpus.load_bible(tmp_path, ["en", "hi"])
+    with pytest.raises(FileNotFoundError, match=r"no Bible file .*Arabic.xml for 'ar'"):
+        corpus.load_bible(tmp_path, ["en", "ar"])
 
 
 # ----- XL-Sum -----

@@ -64,3 +64,17 @@ def test_convert_to_orbax_and_load_either(sweep_checkpoints, tmp_path):
     ids = np.arange(10, dtype=np.int32).reshape(2, 5)
     np.testing.assert_array_equal(lj.load_pretrained(tmp_path / "orbax")(ids).logits,
                                   lj.load_pretrained(paths[1])(ids).logits)
+
+
+def test_orbax_checkpoints_have_fingerprints(sweep_checkpoints, tmp_path):
+    """A sweep may mix formats: an orbax directory's params are fingerprinted (less the time of saving),
+    equal for a byte copy, different for other weights."""
+    from lingua_jax import evolution
+
+    _, paths = sweep_checkpoints
+    for i in (0, 1):
+        lj.save_pretrained(lj.load_pretrained(paths[i]), tmp_path / f"orbax{i}", format="orbax")
+    shutil.copytree(tmp_path / "orbax0", tmp_path / "orbax0_again")
+    (tmp_path / "orbax0_again" / "params" / "_CHECKPOINT_METADATA").write_text('{"commit_timestamp_nsecs": 1}')
+    prints = [evolution.fingerprint(tmp_path / name) for name in ("orbax0", "orbax0_again", "orbax1")]
+    assert prints[0] == prints[1] != prints[2]

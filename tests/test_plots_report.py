@@ -155,7 +155,8 @@ def test_ablation_headline_own_versus_others():
 
 def _provenance(random_weights):
     return report.Provenance(
-        model="/ckpt/bloom-tiny", revision="global_step1000", dtype="float32", family="bloom",
+        model="bigscience/bloom-560m-intermediate", revision="global_step1000", commit="0123abcd",
+        dtype="float32", family="bloom",
         num_layers=LAYERS, num_neurons=NEURONS, corpus="flores200 devtest",
         samples_per_language={name: N_PER_LANG for name in LANGUAGES}, seed=1234, threshold=2.0,
         random_weights=random_weights)
@@ -192,8 +193,8 @@ def test_summary_links_resolve_and_lists_provenance(tmp_path, figures):
     for target in targets:
         assert not Path(target).is_absolute()
         assert (path.parent / target).is_file(), target
-    for value in ["/ckpt/bloom-tiny", "global_step1000", "float32", "bloom", "flores200 devtest", "1234",
-                  "hi: 5", "jax ", "flax ", "transformers ", "numpy ", "lingua_jax "]:
+    for value in ["bigscience/bloom-560m-intermediate", "global_step1000", "0123abcd", "float32", "bloom",
+                  "flores200 devtest", "1234", "hi: 5", "jax ", "flax ", "transformers ", "numpy ", "lingua_jax "]:
         assert value in text, value
     assert "| num_layers | 4 |" in text and "| num_neurons | 64 |" in text and "| threshold | 2 |" in text
     assert "**LRDS**: 0.1235" in text and "**XStoryCloze accuracy**: n/a" in text

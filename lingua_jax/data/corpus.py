@@ -10,7 +10,6 @@ import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,6 +23,11 @@ NTREX_FILES = {
     "fr": "newstest2019-ref.fra.txt", "es": "newstest2019-ref.spa.txt", "pt": "newstest2019-ref.por.txt",
     "ar": "newstest2019-ref.arb.txt", "vi": "newstest2019-ref.vie.txt", "hi": "newstest2019-ref.hin.txt",
     "id": "newstest2019-ref.ind.txt",
+}
+# The Bible corpus of Christodouloupoulos & Steedman (2015): one CES XML file per language.
+BIBLE_FILES = {
+    "en": "English.xml", "zh": "Chinese.xml", "fr": "French.xml", "es": "Spanish.xml", "pt": "Portuguese.xml",
+    "ar": "Arabic.xml", "vi": "Vietnamese.xml", "hi": "Hindi.xml", "id": "Indonesian.xml",
 }
 BUNDLED_DIR = Path(__file__).with_name("parallel_sample")
 
@@ -206,70 +210,31 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, [dict(zip(header, row)) for row in rows[1:]]
 
 
-def hub_dataset(repo: str, *args: Any, **kwargs: Any) -> Any:
-    """`datasets.load_dataset(repo, *args, **kwargs)` with clear errors when `datasets` is missing or
-    the Hub can't be reached (these loaders need a network; offline, use the local-file loaders)."""
-    try:
-        import datasets  # noqa: PLC0415 (optional dependency)
-    except ImportError as err:
-        raise ImportError(
-            f"loading {repo!r} from the Hugging Face Hub needs the `datasets` package "
-            "(pip install datasets) and network access; offline, use the local-file loaders"
-        ) from err
-    try:
-        return datasets.load_dataset(repo, *args, **kwargs)
-    except Exception as err:  # network, gating, removed scripts: all surface the same way
-        raise RuntimeError(
-            f"could not load {repo!r} {args} {kwargs} from the Hugging Face Hub (is the network "
-            f"reachable, and access to the repo granted?): {type(err).__name__}: {err}"
-        ) from err
+def load_bible(directory: str | Path, languages: Sequence[str] = PAPER_LANGUAGES) -> ParallelCorpus:
+    """The Bible corpus of Christodouloupoulos & Steedman (2015), the paper's activation corpus, from its
+    CES XML files in `directory` (BIBLE_FILES; github.com/christos-c/bible-corpus, `bibles/`): the
+    verses (`<seg id="b.GEN.1.1" type="verse">`) that every language has and none leaves blank,
+    aligned by verse id, in the order of the first language's file; whitespace inside a verse is
+    collapsed to single spaces."""
+    from xml.etree import ElementTree
 
-
-def load_hub_flores(
-    languages: Sequence[str] = PAPER_LANGUAGES,
-    split: str = "devtest",
-    repo: str = "facebook/flores",
-    field: str = "sentence",
-) -> ParallelCorpus:
-    """FLORES-200 from the Hub, one config per FLORES code (network, `datasets`; the repo is gated)."""
-    sentences = {
-        code: list(hub_dataset(repo, FLORES_CODES.get(code, code), split=split)[field]) for code in languages
-    }
-    return ParallelCorpus(sentences, source=f"hf:{repo}/{split}")
-
-
-def load_hub_bible(
-    languages: Sequence[str] = PAPER_LANGUAGES,
-    pivot: str = "en",
-    repo: str = "Helsinki-NLP/bible_para",
-    trust_remote_code: bool = False,
-) -> ParallelCorpus:
-    """bible_para (Christodouloupoulos & Steedman 2015) as the paper uses it: pairs with `pivot`.
-
-    The Hub holds one bitext per pair (config `<a>-<b>`, codes in alphabetical order), each dropping
-    verses missing on either side, so row i of two pairs need not be the same verse. Verses are
-    therefore aligned through the pivot text: a pivot verse is kept when it occurs exactly once in
-    every pair with a non-blank translation, in the order of the first pair. bible_para is a
-    script-based dataset: it needs `datasets` < 4 and `trust_remote_code=True`, which runs the
-    repo's loading script; that is the caller's decision, so it is off by default.
-    """
-    if pivot not in languages:
-        raise ValueError(f"the pivot language {pivot!r} must be one of the languages {list(languages)}")
-    others = [code for code in languages if code != pivot]
-    if not others:
-        raise ValueError("bible_para needs at least one language besides the pivot")
-    tables = [_pivot_table(repo, pivot, code, trust_remote_code) for code in others]
-    order = [text for text in tables[0] if all(text in table for table in tables[1:])]
-    sentences = {pivot: order} | {code: [t[text] for text in order] for code, t in zip(others, tables)}
-    return ParallelCorpus({code: sentences[code] for code in languages}, source=f"hf:{repo} via {pivot}")
-
-
-def _pivot_table(repo: str, pivot: str, other: str, trust_remote_code: bool) -> dict[str, str]:
-    """{pivot verse: other verse} for one bible_para pair, dropping blank and repeated pivot verses."""
-    lang1, lang2 = sorted((pivot, other))
-    rows = hub_dataset(repo, lang1=lang1, lang2=lang2, split="train", trust_remote_code=trust_remote_code)
-    pairs = [(row["translation"][pivot], row["translation"][other]) for row in rows]
-    seen: dict[str, int] = {}
-    for text, _ in pairs:
-        seen[text] = seen.get(text, 0) + 1
-    return {a: b for a, b in pairs if seen[a] == 1 and a.strip() and b.strip()}
+    directory = Path(directory)
+    unknown = [code for code in languages if code not in BIBLE_FILES]
+    if unknown:
+        raise KeyError(f"no Bible file known for {unknown}; known: {sorted(BIBLE_FILES)}")
+    verses: dict[str, dict[str, str]] = {}
+    for code in languages:
+        path = directory / BIBLE_FILES[code]
+        if not path.is_file():
+            raise FileNotFoundError(f"no Bible file {path} for {code!r}")
+        try:
+            segments = [element for _, element in ElementTree.iterparse(path) if element.tag == "seg"]
+        except ElementTree.ParseError as e:
+            raise ValueError(f"{path} is not valid XML ({e}): damaged or truncated?") from e
+        verses[code] = {seg.get("id"): " ".join("".join(seg.itertext()).split()) for seg in segments}
+        if not verses[code]:
+            raise ValueError(f"{path} has no <seg> verses: not a bible-corpus XML file")
+    first = verses[languages[0]]
+    ids = [v for v in first if all(verses[code].get(v) for code in languages)]
+    return ParallelCorpus({code: [verses[code][v] for v in ids] for code in languages},
+                          source=f"Bible corpus {directory}")

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lingua_jax.data.corpus import PAPER_LANGUAGES, hub_dataset, read_lines
+from lingua_jax.data.corpus import PAPER_LANGUAGES, read_lines
 
 XLSUM_NAMES = {
     "en": "english", "zh": "chinese_simplified", "fr": "french", "es": "spanish", "pt": "portuguese",
@@ -87,19 +87,6 @@ def load_text_documents(directory: str | Path, files: Mapping[str, str]) -> dict
         if not documents[language]:
             raise ValueError(f"{directory / name} has no text")
     return documents
-
-
-def load_hub_xlsum(
-    languages: Sequence[str] = PAPER_LANGUAGES,
-    split: str = "validation",
-    limit: int | None = 500,
-    field: str = "text",
-    repo: str = "csebuetnlp/xlsum",
-) -> dict[str, list[str]]:
-    """As `load_xlsum_jsonl`, from the Hub (network, `datasets`): split `validation[:500]` by default."""
-    hub_split = _split(split)[1] + ("" if limit is None else f"[:{limit}]")
-    return {language: list(hub_dataset(repo, xlsum_name(language), split=hub_split)[field])
-            for language in languages}
 
 
 def join_documents(

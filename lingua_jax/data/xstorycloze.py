@@ -7,17 +7,12 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lingua_jax.data.corpus import hub_dataset, read_tsv
+from lingua_jax.data.corpus import read_tsv
 
-HUB_LANGUAGES = ("ar", "en", "es", "eu", "hi", "id", "my", "ru", "sw", "te", "zh")
 TSV_PATTERN = "spring2016.val.{language}.tsv.split_20_80_eval.tsv"
 TSV_HEADER = (
     "InputStoryid", "InputSentence1", "InputSentence2", "InputSentence3", "InputSentence4",
     "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding",
-)
-HUB_FIELDS = (
-    "story_id", "input_sentence_1", "input_sentence_2", "input_sentence_3", "input_sentence_4",
-    "sentence_quiz1", "sentence_quiz2", "answer_right_ending",
 )
 PROMPT_SUFFIX = " The ending in English:"
 
@@ -35,12 +30,12 @@ class Story:
     label: int
 
 
-def _story(row: Mapping[str, object], fields: Sequence[str], language: str, where: str) -> Story:
-    """A Story from one record whose fields are named as in `fields` (TSV_HEADER or HUB_FIELDS)."""
-    story_id, s1, s2, s3, s4, e1, e2, answer = (row[name] for name in fields)
-    if str(answer) not in ("1", "2"):
-        raise ValueError(f"{where}: story {story_id} has {fields[7]}={answer!r}, expected 1 or 2")
-    return Story(str(story_id), language, (s1, s2, s3, s4), (e1, e2), language, int(answer) - 1)
+def _story(row: Mapping[str, str], language: str, where: str) -> Story:
+    """A Story from one TSV row (fields named as in TSV_HEADER)."""
+    story_id, s1, s2, s3, s4, e1, e2, answer = (row[name] for name in TSV_HEADER)
+    if answer not in ("1", "2"):
+        raise ValueError(f"{where}: story {story_id} has {TSV_HEADER[7]}={answer!r}, expected 1 or 2")
+    return Story(story_id, language, (s1, s2, s3, s4), (e1, e2), language, int(answer) - 1)
 
 
 def read_stories(path: str | Path, language: str) -> list[Story]:
@@ -48,7 +43,7 @@ def read_stories(path: str | Path, language: str) -> list[Story]:
     header, rows = read_tsv(path)
     if tuple(header) != TSV_HEADER:
         raise ValueError(f"{path}: header {header} is not the XStoryCloze header {list(TSV_HEADER)}")
-    return [_story(row, TSV_HEADER, language, str(path)) for row in rows]
+    return [_story(row, language, str(path)) for row in rows]
 
 
 def with_english_endings(stories: Sequence[Story], english: Sequence[Story], where: str = "") -> list[Story]:
@@ -95,23 +90,6 @@ def load_xstorycloze(directory: str | Path, language: str, pattern: str = TSV_PA
     stories = read_stories(path, language)
     english = read_stories(directory / pattern.format(language="en"), "en")
     return with_english_endings(stories, english, where=str(path))
-
-
-def load_hub_xstorycloze(
-    language: str, split: str = "eval", repo: str = "juletxara/xstory_cloze"
-) -> list[Story]:
-    """As `load_xstorycloze`, from the Hub (network, `datasets`); the `eval` split is the 1511 stories."""
-    if language not in HUB_LANGUAGES:
-        raise ValueError(f"XStoryCloze has no {language!r}; available: {list(HUB_LANGUAGES)}")
-    stories = _hub_stories(repo, language, split)
-    english = _hub_stories(repo, "en", split)
-    return with_english_endings(stories, english, where=f"hf:{repo}/{language}/{split}")
-
-
-def _hub_stories(repo: str, language: str, split: str) -> list[Story]:
-    """One language's stories from the Hub, endings in that language."""
-    where = f"hf:{repo}/{language}/{split}"
-    return [_story(row, HUB_FIELDS, language, where) for row in hub_dataset(repo, language, split=split)]
 
 
 def cross_lingual_prompt(story: Story) -> tuple[str, tuple[str, str]]:
