@@ -146,3 +146,28 @@ def test_method_comparison_with_lape_is_in_the_report(tmp_path):
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "z-score vs LAPE regions" in summary and "ablation_lape" in summary
     assert "lape_key_neurons.png" in summary
+
+
+def test_a_skipped_stage_runs_once_its_data_appear(tmp_path):
+    """XStoryCloze without its data is skipped and says so in the report, but records nothing: once the
+    data are in the data directory, the next run evaluates it and rebuilds the report."""
+    from lingua_jax.data import xstorycloze
+
+    config = tiny_random("bloom")
+    config.results_dir, config.data_dir = str(tmp_path / "results"), str(tmp_path / "data")
+    config.corpus.languages = "en,zh,fr,es,ar,hi"
+    stages = ["extract", "regions", "xstorycloze", "report"]
+    pipeline.Analysis(config).run(stages)
+    summary = tmp_path / "results" / "report" / "summary.md"
+    assert "XStoryCloze was skipped" in summary.read_text()
+    assert not (tmp_path / "results" / "xstorycloze" / "done.json").exists()
+    stories = tmp_path / "data" / "xstorycloze"
+    stories.mkdir(parents=True)
+    header = "\t".join(xstorycloze.TSV_HEADER)
+    for lang in ("en", "zh", "es", "ar", "hi"):  # the languages of the run that XStoryCloze has
+        rows = [f"s{k}\t{lang} a {k}.\tb.\tc.\td.\tgood.\tbad.\t{1 + k % 2}" for k in range(4)]
+        (stories / xstorycloze.TSV_PATTERN.format(language=lang)).write_text("\n".join([header, *rows]) + "\n")
+    outputs = pipeline.Analysis(config).run(stages)
+    assert [r["language"] for r in outputs["xstorycloze"]["rows"]] == ["en", "zh", "es", "ar", "hi"]
+    text = summary.read_text()
+    assert "XStoryCloze accuracy" in text and "XStoryCloze was skipped" not in text
