@@ -183,9 +183,11 @@ def window_nll(lm: LM, windows: ArrayLike, neuron_mask: ArrayLike | None = None,
 
 
 def perplexity_grid(lm: LM, token_ids_by_lang: Mapping[str, ArrayLike], seqlen: int,
-                    masks: ArrayLike | None = None, batch_size: int = 8, chunk: int | None = None) -> np.ndarray:
+                    masks: ArrayLike | None = None, batch_size: int = 8, chunk: int | None = None,
+                    mask_names: Sequence[str] | None = None) -> np.ndarray:
     """float64 [L, K]: perplexity of each language's token stream (1-D, in mapping order) under each
-    mask bool [K, M, F] (None: the full model, K = 1).
+    mask bool [K, M, F] (None: the full model, K = 1). A non-finite log-likelihood is a
+    FloatingPointError naming the first such window, its language and its mask (`mask_names`).
 
     Protocol (METHOD.md): each stream is cut into non-overlapping windows of `seqlen` tokens, the tail
     dropped; each window predicts its own tokens 2..seqlen; PPL = exp(mean NLL over all predicted
@@ -199,6 +201,15 @@ def perplexity_grid(lm: LM, token_ids_by_lang: Mapping[str, ArrayLike], seqlen: 
     nll = _row_nll(lm, np.concatenate(per_lang), masks, np.repeat(np.arange(n), k),
                    np.tile(np.arange(k, dtype=np.int32), n), batch_size, chunk).reshape(n, k)
     language_of_window = np.repeat(np.arange(len(per_lang)), counts)
+    bad = np.argwhere(~np.isfinite(nll))
+    if bad.size:
+        window, mask = map(int, bad[0])
+        language = list(token_ids_by_lang)[language_of_window[window]]
+        first = window - int(counts[:language_of_window[window]].sum())
+        raise FloatingPointError(f"perplexity: window {first} of language {language!r} under "
+                                 f"{(mask_names or [f'mask {i}' for i in range(k)])[mask]!r} has a non-finite "
+                                 f"log-likelihood ({len(bad)} (window, mask) pairs in all): NaN or Inf in the "
+                                 "model's weights?")
     totals = np.zeros((len(per_lang), k))
     np.add.at(totals, language_of_window, nll)
     return np.exp(totals / (counts[:, None] * (seqlen - 1)))
@@ -269,12 +280,15 @@ def _pair_batches(sequences: list[list[int]], context_lengths: list[int], batch_
 
 def loglikelihood(lm: LM, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
                   neuron_mask: ArrayLike | None = None, batch_size: int = 8, add_special_tokens: bool = False,
-                  buckets: Sequence[int] | None = None, chunk: int | None = None) -> np.ndarray:
+                  buckets: Sequence[int] | None = None, chunk: int | None = None,
+                  names: Sequence[str] | None = None) -> np.ndarray:
     """float64 [len(pairs)]: Σ log p(continuation tokens | context) for each (context, continuation).
 
     Tokens as lm-evaluation-harness (`encode_pair`), no special tokens unless `add_special_tokens`.
     The model reads context + continuation (less the last token), right-padded to one of a few bucket
-    lengths (`buckets`, default powers of two: one compile each). neuron_mask bool [M, F] or None.
+    lengths (`buckets`, default powers of two: one compile each). neuron_mask bool [M, F] or None. A
+    non-finite log-likelihood is a FloatingPointError naming the first such pair (`names[i]`, default
+    "pair i").
     """
     if not pairs:
         raise ValueError("no (context, continuation) pairs to score")
@@ -287,7 +301,13 @@ def loglikelihood(lm: LM, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tu
     batches, scoring = _pair_batches([c + x for c, x in encoded], [len(c) for c, _ in encoded],
                                      lm.rows_per_batch(batch_size), buckets)
     sums = _score(lm, scoring, len(scoring), masks, chunk, f"loglikelihood ({len(pairs)} pairs)")
-    return batches.scatter(sums)
+    scores = batches.scatter(sums)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        name = names[bad[0]] if names is not None else f"pair {bad[0]}"
+        raise FloatingPointError(f"loglikelihood: {name} has a non-finite log-likelihood ({bad.size} of "
+                                 f"{len(pairs)} in all): NaN or Inf in the model's weights?")
+    return scores
 
 
 # --- XStoryCloze ---------------------------------------------------------------------------------
@@ -317,7 +337,8 @@ def xstorycloze(lm: LM, tokenizer: PreTrainedTokenizerBase, stories: Sequence[St
     when its right ending scores higher. neuron_mask bool [M, F] or None."""
     prompts = [cross_lingual_prompt(story) for story in stories]
     pairs = [(context, ending) for context, endings in prompts for ending in endings]
-    scores = loglikelihood(lm, tokenizer, pairs, neuron_mask, batch_size, buckets=buckets)
+    names = [f"story {story.story_id} ({story.language}), ending {j + 1}" for story in stories for j in (0, 1)]
+    scores = loglikelihood(lm, tokenizer, pairs, neuron_mask, batch_size, buckets=buckets, names=names)
     return StoryClozeResult(scores.reshape(-1, 2), np.array([story.label for story in stories]))
 
 
@@ -402,9 +423,10 @@ def ablation_table(lm: LM, token_ids_by_lang: Mapping[str, ArrayLike], regions: 
     fraction = matched_random_fraction(regions) if random_fraction is None else random_fraction
     m, f = regions.shape[1:]
     masks = np.concatenate([np.zeros((1, m, f), bool), regions, random_mask(m, f, fraction, seed)[None]])
-    ppl = perplexity_grid(lm, token_ids_by_lang, seqlen, masks, batch_size, chunk)
+    rows = (FULL, *languages, RANDOM)
+    ppl = perplexity_grid(lm, token_ids_by_lang, seqlen, masks, batch_size, chunk, mask_names=rows)
     return AblationTable(
-        languages=tuple(token_ids_by_lang), rows=(FULL, *languages, RANDOM), perplexity=ppl.T,
+        languages=tuple(token_ids_by_lang), rows=rows, perplexity=ppl.T,
         neurons=masks.reshape(len(masks), -1).sum(axis=1), total_neurons=m * f, seqlen=seqlen,
         windows=tuple(len(ids) // seqlen for ids in map(np.ravel, token_ids_by_lang.values())),
         random_fraction=fraction, seed=seed, model=dict(lm.source))

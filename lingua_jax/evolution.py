@@ -10,7 +10,6 @@ not analysed twice.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lingua_jax import checkpoints, pipeline, plots
+from lingua_jax import checkpoints, fingerprints, pipeline, plots
 from lingua_jax.io import write_atomic
 from lingua_jax.tables import markdown_table, write_table
 
@@ -29,24 +28,14 @@ ROW_STAGES = ("extract", "metrics", "regions", "xstorycloze")
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """sha256 over the checkpoint's weight files (name and bytes), config.json excluded: equal for
-    checkpoints that hold identical weights. Weight files: *.safetensors, *.bin and their indexes, or
-    an orbax checkpoint's params/ (less _CHECKPOINT_METADATA, which holds the time of saving)."""
-    digest = hashlib.sha256()
+    """The fingerprint of a checkpoint's weight files (`fingerprints.weight_files`: safetensors, .bin
+    and their indexes, or orbax params/), config.json excluded: equal for checkpoints that hold
+    identical weights. File hashes are cached, so a sweep re-run does not read the weights again."""
     path = Path(path)
-    files = sorted(p for p in path.iterdir()
-                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
-    if checkpoints.is_orbax(path):
-        files += sorted(p for p in (path / checkpoints.ORBAX_PARAMS).rglob("*")
-                        if p.is_file() and p.name != "_CHECKPOINT_METADATA")
+    files = fingerprints.weight_files(path)
     if not files:
         raise FileNotFoundError(f"{str(path)!r} has no weight files to fingerprint")
-    for file in files:
-        digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return fingerprints.files_fingerprint(path, files)
 
 
 def sweep(config: ml_collections.ConfigDict, specs: Sequence[str], labels: Sequence[str],

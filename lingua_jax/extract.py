@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from lingua_jax import metrics, sharding
 from lingua_jax.checkpoints import read_json
-from lingua_jax.data import ParallelCorpus, batch_texts, bucket_sizes, tokenize_each
+from lingua_jax.data import ParallelCorpus, bucket_sizes, make_batches, tokenize_each
 from lingua_jax.data.batching import padding_id
 from lingua_jax.io import write_atomic
 from lingua_jax.lm import LM
@@ -70,7 +70,7 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
     """Each sentence tokenized alone and run through the model; its neurons averaged over its tokens.
 
     Bucketed (`pack=False`): `batch_size` sentences per batch, padded to one of a few bucket lengths;
-    `batching` options go to `data.batch_texts` (buckets, max_length, truncate, padding_side).
+    `batching` options go to `data.make_batches` (buckets, max_length, truncate, padding_side).
     Packed (`pack=True`): sentences, longest first, are packed best-fit into rows of MIN_PACK_LENGTH
     tokens, or of the next power of two up to the cap for longer ones (`PackedBatches.build`), about
     batch_size * MIN_PACK_LENGTH tokens per batch; `max_length`, `buckets` and `truncate` mean what
@@ -82,22 +82,31 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
     into the zarr array `store`/acts.zarr as each batch finishes, and `acts` is read back from it at
     the end; without it every process gathers every row.
     """
+    token_ids = tokenize_each(tokenizer, corpus.texts, add_special_tokens)
     if pack:
-        plan = PackedBatches.build(tokenize_each(tokenizer, corpus.texts, add_special_tokens), batch_size,
-                                   padding_id(tokenizer), lm.data_parallelism, **batching)
+        plan = PackedBatches.build(token_ids, batch_size, padding_id(tokenizer), lm.data_parallelism, **batching)
         run, num_batches, shapes = _packed_outputs(lm, plan), len(plan.batches), plan.shapes
-        num_samples = len(plan.token_ids)
     else:
-        batches = batch_texts(tokenizer, corpus.texts, lm.rows_per_batch(batch_size),
-                              add_special_tokens=add_special_tokens, **batching)
+        batches = make_batches(token_ids, lm.rows_per_batch(batch_size), padding_id(tokenizer), **batching)
         run = ((b.index, lm.pooled(b.input_ids, b.attention_mask)) for b in batches)
-        num_batches, num_samples, shapes = len(batches), batches.num_samples, batches.shapes
-    logging.info("extracting %d sentences in batches of %d shape(s) %s%s", num_samples, len(shapes), shapes,
+        num_batches, shapes = len(batches), batches.shapes
+    logging.info("extracting %d sentences in batches of %d shape(s) %s%s", len(token_ids), len(shapes), shapes,
                  " (packed)" if pack else "")
-    acts, sums, squares = _collect(lm, run, num_batches, num_samples, corpus.lang, len(corpus.languages), store)
+    acts, sums, squares, norms = _collect(lm, run, num_batches, len(token_ids), corpus.lang, len(corpus.languages),
+                                          store)
+    bad = np.flatnonzero(~np.isfinite(norms))
+    if bad.size:
+        i = int(bad[0])
+        raise FloatingPointError(
+            f"sample {i} ({corpus.languages[corpus.lang[i]]} sentence {corpus.sem[i]}: {corpus.texts[i][:60]!r}) "
+            f"has non-finite activations, and {bad.size - 1} more samples: NaN or Inf in the model's weights?")
+    cap = batching.get("max_length") or max(batching.get("buckets") or [0]) or None
+    lengths = np.array([len(t) for t in token_ids])
+    cut = (lengths > cap) if cap and batching.get("truncate") else np.zeros(len(token_ids), bool)
     metadata = {"languages": list(corpus.languages), "n": corpus.n, "texts_sha256": _texts_hash(corpus),
                 "add_special_tokens": add_special_tokens, "batch_shapes": [list(s) for s in shapes],
-                "packed": pack, "tokenizer": getattr(tokenizer, "name_or_path", None), "model": lm.source}
+                "packed": pack, "tokenizer": getattr(tokenizer, "name_or_path", None), "model": lm.source,
+                "truncated": {lang: int(cut[corpus.lang == i].sum()) for i, lang in enumerate(corpus.languages)}}
     if pack:
         metadata.update(segments_per_row=sorted(set(plan.segments_of)), token_efficiency=plan.efficiency)
     return Activations(acts, corpus.lang, corpus.sem, tuple(corpus.languages), metadata, sums, squares)
@@ -122,11 +131,11 @@ def _accumulate(sums: jax.Array, squares: jax.Array, pooled: jax.Array, members:
 
 def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: int, num_samples: int,
              lang: np.ndarray, num_languages: int, store: str | os.PathLike | None
-             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Drain `run` ((sample index [R], pooled [R, M, F]) per batch, index -1 for filler rows): acts
-    [N, M, F] in sample order (gathered, or written per process into `store` and read back), and the
+    [N, M, F] in sample order (gathered, or written per process into `store` and read back), the
     streamed per-language sums (None, with a warning, when a sample's vector is all zeros or not
-    finite: it has no normalised vector)."""
+    finite: it has no normalised vector), and each sample's squared norm [N]."""
     m, f = lm.num_layers, lm.num_neurons
     sums = squares = array = None
     acts = np.empty((num_samples, m, f), np.float32) if store is None else None
@@ -153,8 +162,8 @@ def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: i
         acts = array.read().result()
     if not np.all((norms > 0) & np.isfinite(norms)):
         logging.warning("some activation vectors are all zeros or not finite: no streamed sums")
-        return acts, None, None
-    return acts, *(sharding.to_host(x).reshape(num_languages, m, f) for x in (sums, squares))
+        return acts, None, None, norms
+    return acts, *(sharding.to_host(x).reshape(num_languages, m, f) for x in (sums, squares)), norms
 
 
 def _replicated(lm: LM, x: np.ndarray) -> jax.Array:
@@ -410,12 +419,36 @@ def _save_labels(activations: Activations, directory: Path) -> None:
     write_atomic(directory / "metadata.json", json.dumps(metadata, indent=1))
 
 
-def load(directory: str | os.PathLike) -> Activations:
-    """Read what `save` or `extract_cached` wrote; a clear error when the store is missing or incomplete."""
+def store_problem(directory: str | os.PathLike) -> str | None:
+    """Why the activation store in `directory` cannot be read in full: a missing file, or chunks of
+    acts.zarr missing (a zarr array would read them as zeros); None when it can."""
     directory = Path(directory)
     missing = [f for f in FILES if not (directory / f).exists()]
     if missing:
-        raise FileNotFoundError(f"activation store {str(directory)!r} is missing {missing}")
+        return f"activation store {str(directory)!r} is missing {missing}"
+    try:
+        read_json(directory / "metadata.json")
+    except ValueError as e:
+        return str(e)
+    try:
+        layout = read_json(directory / STORE / ".zarray")
+        expected = int(np.prod([-(-size // chunk) for size, chunk in zip(layout["shape"], layout["chunks"])]))
+    except (ValueError, KeyError, OSError) as e:
+        return f"activation store {str(directory / STORE)!r} has no readable .zarray ({e})"
+    present = sum(1 for p in (directory / STORE).iterdir() if not p.name.startswith("."))
+    if present < expected:
+        return (f"activation store {str(directory / STORE)!r} holds {present} of its {expected} chunks: it is "
+                "incomplete or damaged (extract again)")
+    return None
+
+
+def load(directory: str | os.PathLike) -> Activations:
+    """Read what `save` or `extract_cached` wrote; a clear error when the store is missing, damaged or
+    incomplete (`store_problem`)."""
+    directory = Path(directory)
+    problem = store_problem(directory)
+    if problem:
+        raise FileNotFoundError(problem)
     metadata = read_json(directory / "metadata.json")
     labels = np.load(directory / "labels.npz")
     sums = np.load(directory / SUMS_FILE) if (directory / SUMS_FILE).is_file() else None

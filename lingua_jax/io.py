@@ -1,11 +1,16 @@
 """Atomic file writes: a reader never sees a half-written result, and a killed run leaves none.
 With several processes (multi-host), every process computes the same results and process 0 alone
-writes them."""
+writes them. And the lock that lets one run at a time use a results directory."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import os
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -40,3 +45,31 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def results_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold `directory`/.lock (an flock, taken by process 0) for the enclosed code; a RuntimeError
+    naming the holder when another run holds it. The kernel releases it if the holder dies."""
+    if jax.process_index() != 0:
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RuntimeError(f"results directory {str(directory)!r} is in use by another run ({holder}): wait "
+                               "for it to finish, or give this run another results_dir") from None
+        f.seek(0)
+        f.truncate()
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {started}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -83,7 +83,7 @@ def compare_regions(zscore_regions: ArrayLike, lape_regions: ArrayLike, language
     """Two bool [L, M, F] region sets -> (rows, intersection bool [L, M, F]).
 
     One row per language: {"language", "zscore", "lape", "both", "jaccard"}: the sizes of each
-    method's region, of their intersection, and |both| / |union| (NaN when both are empty).
+    method's region, of their intersection, and |both| / |union| (None, "n/a", when both are empty).
     """
     zscore, lape = _check_pair(zscore_regions, lape_regions, languages)
     both = zscore & lape
@@ -92,7 +92,7 @@ def compare_regions(zscore_regions: ArrayLike, lape_regions: ArrayLike, language
         sizes = int(zscore[l].sum()), int(lape[l].sum()), int(both[l].sum())
         union = sizes[0] + sizes[1] - sizes[2]
         rows.append({"language": language, "zscore": sizes[0], "lape": sizes[1], "both": sizes[2],
-                     "jaccard": sizes[2] / union if union else float("nan")})
+                     "jaccard": sizes[2] / union if union else None})
     return rows, both
 
 

@@ -1,442 +1,240 @@
-"""The whole analysis as resumable stages, driven by an ml_collections config.
+"""The analysis of one model: the stages of `lingua_jax.stages`, run in order in one results directory.
 
-extract -> metrics -> regions -> ablation -> xstorycloze -> generation -> compare (z-score regions vs
-LAPE, when `methods` names both) -> report. Each stage writes
-its files into `<results_dir>/<stage>/` and, last, `done.json` with a key over its config and the keys
-of the stages it reads: a re-run skips every stage whose key is unchanged, and a killed run resumes at
-the first stage that had not finished; a stage that skipped itself (data absent, method not asked for)
-is not recorded as done, so it runs once its inputs appear. Bad input (missing paths, unknown family,
-languages absent from the corpus, a results directory of another model) fails before any heavy work.
+extract -> metrics -> regions -> ablation -> xstorycloze -> generation -> compare -> report. Each stage
+runs in a temporary folder `.<stage>.partial` and becomes `<stage>/` only when complete, with its
+`done.json`: its outputs and what they were computed from (the keys of the stages it read, the config
+fields its code read with their values, the content fingerprints of its inputs; see
+`lingua_jax.context`). A re-run reuses a finished stage only when all of that is unchanged and its
+files check out; otherwise the stage runs again, and so does every stage that reads it. A stage that
+skips itself (data absent, method not asked for) records nothing, so it runs once its inputs appear.
+Until a stage completes, its previous results stay in place and valid; one run at a time holds a
+results directory (`io.results_lock`); non-finite numbers stop the stage that produced them.
 
-Path settings are resolved once, when the `Analysis` is made (`config.resolve_paths`); every path a
-stage records is relative to the results directory, so a results directory can be moved or copied.
+Paths are resolved once, when the `Analysis` is made (`config.resolve_paths`); every path a stage
+records is relative to the results directory, so a results directory can be moved or copied. Bad input
+(missing paths, unknown kinds or family, languages absent from the corpus, a results directory of
+another model) fails before any heavy work.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
 import json
-import os
-from collections.abc import Callable, Sequence
+import math
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
-import numpy as np
-import transformers
 from absl import logging
 
-from lingua_jax import checkpoints, config as config_lib, data, evaluate, extract, generation, lape, metrics
-from lingua_jax import plots, report, sharding
-from lingua_jax.io import write_atomic
-from lingua_jax.lm import LM, load_pretrained, random_init, save_pretrained
-from lingua_jax.tables import write_table
+from lingua_jax import checkpoints, config as config_lib, sharding
+from lingua_jax.context import TEXT_KINDS, XSTORYCLOZE_KINDS, Context
+from lingua_jax.io import results_lock, write_atomic
+from lingua_jax.stages import BY_NAME, NAMES, Stage
 
-TEXT_KINDS = ("bundled", "xlsum", "hub_xlsum")  # ablation.text.kind
-XSTORYCLOZE_KINDS = ("tsv", "hub", "none")
-STAGES = ("extract", "metrics", "regions", "ablation", "xstorycloze", "generation", "compare", "report")
-READS = {"extract": (), "metrics": ("extract",), "regions": ("extract",), "ablation": ("regions",),
-         "xstorycloze": ("regions",), "generation": ("regions",), "compare": ("regions",), "report": STAGES[:-1]}
-CONFIG = {"extract": ("model", "tokenizer", "corpus", "extract"), "metrics": (), "regions": ("regions",),
-          "ablation": ("ablation",), "xstorycloze": ("xstorycloze",), "generation": ("generation",),
-          "compare": ("methods", "lape", "ablation"), "report": ()}
-FETCH_HINT = "run `python launch/fetch_data.py --config <your config>` where there is a network, or set data_dir"
+STAGES = NAMES
 
 
-def existing(path: str, setting: str) -> Path:
-    """The directory or file a data setting names; a FileNotFoundError naming the setting otherwise."""
-    found = Path(path)
-    if not found.exists():
-        raise FileNotFoundError(f"{setting}={path!r} does not exist: {FETCH_HINT}")
-    return found
+@dataclasses.dataclass(frozen=True)
+class Done:
+    """A stage's state in this run: its key (what dependents record), its outputs, whether it ran now."""
+
+    key: str
+    outputs: dict[str, Any]
+    ran: bool
 
 
 class Analysis:
-    """One run of the stages for one model; `run(stages)` returns the summary page's path."""
+    """One model's analysis in one results directory; `run(stages)` returns each stage's outputs."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config_lib.resolve_paths(config)
         self.results = Path(self.config.results_dir)
         if self.results.exists() and not self.results.is_dir():
             raise NotADirectoryError(f"results_dir={str(self.results)!r} is a file, not a directory")
-        self.languages = config_lib.languages(self.config)
-        self._check_config()
-
-    # --- inputs, loaded on first use --------------------------------------------------------------
+        self.context = Context(self.config)
+        self.ran: list[str] = []  # the stages the last `run` ran
+        with self.context.recording(count=False):
+            self.languages = self.context.languages
+            self._check_config()
 
     def _check_config(self) -> None:
-        for setting, kind, known in (("ablation.text.kind", self.config.ablation.text.kind, TEXT_KINDS),
-                                     ("xstorycloze.kind", self.config.xstorycloze.kind, XSTORYCLOZE_KINDS)):
+        ctx = self.context
+        for setting, kind, known in (("ablation.text.kind", ctx.config.ablation.text.kind, TEXT_KINDS),
+                                     ("xstorycloze.kind", ctx.config.xstorycloze.kind, XSTORYCLOZE_KINDS)):
             if kind not in known:
                 raise ValueError(f"unknown {setting} {kind!r}; known: {list(known)}")
         if not self.config.model.get("random"):
-            checkpoints.load_config(self.source.path)  # missing directory / config.json, unknown model_type
-        unknown = set(self.languages) - set(self.corpus.languages)
+            checkpoints.load_config(ctx.source.path)  # missing directory / config.json, unknown model_type
+        unknown = set(self.languages) - set(ctx.corpus.languages)
         if unknown:
-            raise ValueError(f"languages {sorted(unknown)} are not in the corpus ({list(self.corpus.languages)})")
+            raise ValueError(f"languages {sorted(unknown)} are not in the corpus ({list(ctx.corpus.languages)})")
         run_file = self.results / "run.json"
-        identity = {"model": self.model_identity}
         if run_file.is_file():
-            before = checkpoints.read_json(run_file)
-            if before.get("model") != identity["model"]:
-                raise ValueError(f"results directory {str(self.results)!r} holds results of model "
-                                 f"{before.get('model')}, not {identity['model']}: use another results_dir")
-        else:
-            write_atomic(run_file, json.dumps(identity, indent=1))
-
-    @functools.cached_property
-    def source(self) -> checkpoints.ModelSource:
-        """Where the model's files are: a local directory, or a hub id fetched into the HF cache (with
-        its commit), or for a random model the directory it is saved in under the results."""
-        model = self.config.model
-        if not model.get("random"):
-            return checkpoints.resolve_model(model.path, model.get("revision", ""))
-        target = self.results / "random_model"
-        done = (target / "config.json").is_file()
-        sharding.barrier("random model checked")  # every process decides the same way before any writes
-        if not done:
-            tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, model.random.vocab_size)
-            fields = {k: v for k, v in model.random.to_dict().items() if k not in ("family", "seed", "vocab_size")}
-            hf_class = {"bloom": transformers.BloomConfig, "llama": transformers.LlamaConfig}[model.random.family]
-            hf = hf_class(vocab_size=len(tokenizer), **fields)
-            save_pretrained(random_init(hf, seed=model.random.seed), target, tokenizer)
-        return checkpoints.ModelSource(target)
+            before = checkpoints.read_json(run_file).get("model")
+            if before != self.model_identity:
+                raise ValueError(f"results directory {str(self.results)!r} holds results of model {before}, "
+                                 f"not {self.model_identity}: use another results_dir")
 
     @property
     def model_identity(self) -> str:
-        """What the results directory holds results of: the random model's settings, the hub id, or the
-        checkpoint directory."""
+        """What the results directory holds results of: the random model's settings, "demo", the hub
+        id, or the checkpoint directory."""
         model = self.config.model
         if model.get("random"):
             return "random:" + json.dumps(model.random.to_dict(), sort_keys=True)
         if model.path == "demo":
             return "demo"  # wherever the package is installed
-        return self.source.hub_id or str(self.source.path)
+        with self.context.recording(count=False):
+            return self.context.source.hub_id or str(self.context.source.path)
 
-    @functools.cached_property
-    def corpus(self) -> data.ParallelCorpus:
-        c = self.config.corpus
-        languages = self.languages
-        loaders: dict[str, Callable[[], data.ParallelCorpus]] = {
-            "bundled": lambda: data.bundled_sample(),
-            "flores": lambda: data.load_flores(existing(c.path, "corpus.path"), languages),
-            "ntrex": lambda: data.load_ntrex(existing(c.path, "corpus.path"), languages),
-            "table": lambda: data.load_table(existing(c.path, "corpus.path"), languages),
-            "bible": lambda: data.load_bible(existing(c.path, "corpus.path"), languages),
-            "hub_flores": lambda: data.load_hub_flores(languages),
-        }
-        if c.kind not in loaders:
-            raise ValueError(f"unknown corpus kind {c.kind!r}; known: {sorted(loaders)}")
-        return loaders[c.kind]()
+    # --- running ---------------------------------------------------------------------------------------
 
-    @functools.cached_property
-    def samples(self) -> data.ParallelCorpus:
-        c = self.config.corpus
-        return self.corpus.subset(self.languages).select(min(c.n, self.corpus.n), seed=c.seed)
+    def run(self, stages: Sequence[str] = STAGES) -> dict[str, dict[str, Any]]:
+        """Run `stages` (and every stage they read), reusing finished ones; returns each one's outputs."""
+        with results_lock(self.results):
+            if jax.process_index() == 0:
+                for leftover in [*self.results.glob(".*.partial"), *self.results.glob(".*.old")]:
+                    logging.info("removing %s, left by a run that did not finish", leftover)
+                    shutil.rmtree(leftover)
+            if not (self.results / "run.json").is_file():
+                write_atomic(self.results / "run.json", json.dumps({"model": self.model_identity}, indent=1))
+            sharding.barrier("results directory ready")
+            done = self._walk(stages, execute=True)
+        return {name: state.outputs for name, state in done.items() if state is not None}
 
-    @functools.cached_property
-    def lm(self) -> LM:
-        model = self.config.model
-        return load_pretrained(self.source, dtype=model.dtype, mesh=sharding.default_mesh(tuple(model.mesh)),
-                               fsdp=model.get("fsdp", False))
+    def plan(self, stages: Sequence[str] = STAGES) -> list[str]:
+        """The stages `run(stages)` would run now, in order (nothing is run or written)."""
+        return [name for name, state in self._walk(stages, execute=False).items() if state and state.ran]
 
-    @functools.cached_property
-    def tokenizer(self) -> Any:
-        named = self.config.get("tokenizer")
-        return data.load_tokenizer(checkpoints.resolve_model(named, weights=False).path if named
-                                   else self.source.path)
-
-    def relative(self, tree: Any) -> Any:
-        """Paths (in a dict of dicts) as strings relative to the results directory, for done.json."""
-        if isinstance(tree, dict):
-            return {k: self.relative(v) for k, v in tree.items()}
-        return os.path.relpath(tree, self.results) if Path(tree).is_absolute() else str(tree)
-
-    def absolute(self, tree: Any) -> Any:
-        """The inverse of `relative`: recorded paths as absolute Paths of today's results directory."""
-        if isinstance(tree, dict):
-            return {k: self.absolute(v) for k, v in tree.items()}
-        return self.results / tree
-
-    # --- stage bookkeeping --------------------------------------------------------------------------
-
-    def key(self, stage: str) -> str:
-        """sha256 over the stage's config and the keys of the stages it reads; the report reads
-        whatever has finished, so it is redone when another stage finishes."""
-        reads = [self.key(s) if stage != "report" or self.done(s) is not None else None for s in READS[stage]]
-        what = {"stage": stage, "model": self.model_identity, "languages": self.languages,
-                "config": {k: _plain(self.config.get(k)) for k in CONFIG[stage]}, "reads": reads}
-        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-
-    def done(self, stage: str) -> dict[str, Any] | None:
-        """The stage's recorded outputs if it finished with today's key, else None (also when its
-        done.json is unreadable: the stage then runs again)."""
-        marker = self.results / stage / "done.json"
-        if marker.is_file():
-            try:
-                record = checkpoints.read_json(marker)
-            except ValueError as e:
-                logging.warning("%s; stage %s runs again", e, stage)
-                return None
-            if record.get("key") == self.key(stage):
-                return record["outputs"]
-        return None
-
-    def run(self, stages: Sequence[str] = STAGES) -> dict[str, Any]:
-        """Run `stages` (and any unfinished stage they read), skipping finished ones; returns each
-        stage's recorded outputs."""
+    def _walk(self, stages: Sequence[str], execute: bool) -> dict[str, Done | None]:
         unknown = set(stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stages {sorted(unknown)}; known: {list(STAGES)}")
-        outputs: dict[str, Any] = {}
+        self.ran = []
+        done: dict[str, Done | None] = {}
 
-        def ensure(stage: str) -> None:
-            if stage in outputs:
-                return
-            for dependency in READS[stage]:
-                if dependency in stages or stage != "report":
-                    ensure(dependency)
-            recorded = self.done(stage)
-            if recorded is not None:
-                logging.info("stage %s: already done, skipped", stage)
-                outputs[stage] = recorded
-                return
-            logging.info("stage %s: running", stage)
-            outputs[stage] = getattr(self, f"stage_{stage}")(self.results / stage, outputs)
-            if "skipped" in outputs[stage]:
-                logging.info("stage %s: skipped (%s), not recorded as done", stage, outputs[stage]["skipped"])
-            else:
-                write_atomic(self.results / stage / "done.json",
-                             json.dumps({"key": self.key(stage), "outputs": outputs[stage]}, indent=1))
-            sharding.barrier(f"stage {stage} written")  # later stages read its files on every process
+        def ensure(name: str, may_run: bool) -> Done | None:
+            if name in done and (done[name] is not None or not may_run):
+                return done[name]
+            stage = BY_NAME[name]
+            optional = stage.reads == ("*",)
+            reads = STAGES[:STAGES.index(name)] if optional else stage.reads
+            states = {d: ensure(d, may_run=not optional or d in stages) for d in reads}
+            states = {d: s for d, s in states.items() if s is not None}
+            keys = {d: s.key for d, s in states.items()}
+            done[name] = self._recorded(stage, keys)
+            if done[name] is not None:
+                logging.info("stage %s: already done, skipped", name)
+            elif may_run and execute:
+                done[name] = self._execute(stage, {d: s.outputs for d, s in states.items()}, keys)
+            elif may_run:
+                done[name] = Done(f"to run: {name}", {}, ran=True)
+            return done[name]
 
-        for stage in STAGES:
-            if stage in stages:
-                ensure(stage)
-        return outputs
+        for name in STAGES:
+            if name in stages:
+                ensure(name, may_run=True)
+        return done
 
-    # --- stages ---------------------------------------------------------------------------------------
+    def _recorded(self, stage: Stage, reads: dict[str, str]) -> Done | None:
+        """The stage's finished results, when what they were computed from is what it would read now."""
+        folder = self.results / stage.name
+        marker = folder / "done.json"
+        if not marker.is_file():
+            return None
+        try:
+            record = checkpoints.read_json(marker)
+        except ValueError as e:
+            logging.warning("%s; stage %s runs again", e, stage.name)
+            return None
+        why = None
+        if record.get("reads") != reads:
+            why = f"the stages it reads changed ({record.get('reads')} -> {reads})"
+        elif (now := self.context.current(record.get("config", {}))) != record.get("config"):
+            why = "; ".join(f"{k} changed ({v!r} -> {now[k]!r})" for k, v in record["config"].items() if now[k] != v)
+        else:
+            for name, recorded in record.get("inputs", {}).items():
+                try:
+                    current = self.context.fingerprint(name)
+                except Exception as e:  # noqa: BLE001 (an input that cannot be read is not the one recorded)
+                    why = f"its input {name} cannot be read ({type(e).__name__}: {e})"
+                    break
+                if current != recorded:
+                    why = f"its input {name} changed (content fingerprint {recorded[:12]} -> {current[:12]})"
+                    break
+        if why is None and stage.check is not None:
+            why = stage.check(folder)
+        if why is not None:
+            logging.info("stage %s: runs again: %s", stage.name, why)
+            return None
+        return Done(record["key"], record["outputs"], ran=False)
 
-    def activations(self) -> extract.Activations:
-        return extract.load(self.results / "extract")
-
-    def stage_extract(self, out: Path, _) -> dict[str, Any]:
-        e = self.config.extract
-        acts = extract.extract_cached(out, self.lm, self.tokenizer, self.samples, batch_size=e.batch_size,
-                                      add_special_tokens=e.add_special_tokens, max_length=e.max_length,
-                                      truncate=True, pack=e.pack)
-        return {"shape": list(acts.acts.shape), "batch_shapes": acts.metadata["batch_shapes"]}
-
-    def stage_metrics(self, out: Path, _) -> dict[str, Any]:
-        acts = self.activations()
-        sim = metrics.similarity(acts.acts)
-        lrds, sads = metrics.layerwise(acts.acts, acts.lang, acts.sem)
-        scores = {"lrds": metrics.lrds(sim, acts.lang, acts.sem), "sads": metrics.sads(sim, acts.lang, acts.sem)}
-        layers = [{"layer": m + 1, "lrds": float(a), "sads": float(b)} for m, (a, b) in enumerate(zip(lrds, sads))]
-        blocks = np.asarray(metrics.block_map(sim, acts.lang))
-        tables = {"layerwise": write_table(layers, out, "layerwise"),
-                  "block_map": write_table([{"language": l, **dict(zip(acts.languages, map(float, row)))}
-                                                   for l, row in zip(acts.languages, blocks)], out, "block_map")}
-        figures = {"similarity": plots.similarity_heatmap(np.asarray(sim), acts.lang, list(acts.languages),
-                                                          out / "similarity.png"),
-                   "block_map": plots.block_heatmap(blocks, list(acts.languages), out / "block_map.png"),
-                   "layerwise": plots.layerwise_scores(np.asarray(lrds), np.asarray(sads), out / "layerwise.png")}
-        return {**scores, "tables": self.relative(tables), "figures": self.relative(figures)}
-
-    def regions(self, stage: str = "regions") -> np.ndarray:
-        """bool [L, M, F]: the key regions a stage stored."""
-        with np.load(self.results / stage / "regions.npz") as f:
-            return np.unpackbits(f["packed"], count=int(np.prod(f["shape"]))).reshape(f["shape"]).astype(bool)
-
-    def stage_regions(self, out: Path, _) -> dict[str, Any]:
-        acts = self.activations()
-        regions = np.asarray(metrics.key_regions(acts.acts, acts.lang, self.config.regions.threshold))
-        save_regions(regions, out)
-        total = regions[0].size
-        counts = np.asarray(metrics.counts_per_layer(regions))
-        sizes = [{"language": l, "neurons": int(regions[i].sum()), "percent": 100.0 * regions[i].sum() / total}
-                 for i, l in enumerate(acts.languages)]
-        per_layer = [{"language": l, **{f"layer_{m + 1}": int(c) for m, c in enumerate(row)}}
-                     for l, row in zip(acts.languages, counts)]
-        jaccard = np.asarray(metrics.jaccard(regions))
-        overlap = [{"language": l, **dict(zip(acts.languages, map(float, row)))}
-                   for l, row in zip(acts.languages, jaccard)]
-        tables = {"region_sizes": write_table(sizes, out, "region_sizes"),
-                  "per_layer": write_table(per_layer, out, "key_neurons_per_layer"),
-                  "jaccard": write_table(overlap, out, "region_jaccard")}
-        figures = {"key_neurons": plots.key_neurons_per_layer(counts, list(acts.languages), out / "key_neurons.png",
-                                                              total_per_layer=regions.shape[-1])}
-        return {"sklr": metrics.sklr(regions), "percent": {r["language"]: r["percent"] for r in sizes},
-                "threshold": self.config.regions.threshold, "tables": self.relative(tables),
-                "figures": self.relative(figures)}
-
-    def masks(self, seed: int, fraction: float | None) -> dict[str, np.ndarray]:
-        """{"none": None-equivalent, each language: its region, "random": matched random set} as
-        bool [M, F] masks."""
-        regions = self.regions()
-        fraction = evaluate.matched_random_fraction(regions) if fraction is None else fraction
-        masks = {"none": np.zeros(regions.shape[1:], bool)}
-        masks.update(zip(self.languages, regions))
-        masks[evaluate.RANDOM] = evaluate.random_mask(*regions.shape[1:], fraction, seed)
-        return masks
-
-    @functools.cached_property
-    def ablation_streams(self) -> dict[str, np.ndarray]:
-        """{language: its ablation text tokenized once}, cut to `max_windows` windows when set."""
-        a = self.config.ablation
-        streams = {lang: np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-                   for lang, text in ablation_texts(a.text, self.languages).items()}
-        if a.get("max_windows"):
-            streams = {lang: ids[:a.max_windows * a.seqlen] for lang, ids in streams.items()}
-        return streams
-
-    def ablate(self, regions: np.ndarray, out: Path, name: str) -> dict[str, Any]:
-        """The perplexity table for `regions` bool [L, M, F] (+ full model and matched random set)."""
-        a = self.config.ablation
-        table = evaluate.ablation_table(self.lm, self.ablation_streams, regions, self.languages, a.seqlen,
-                                        random_fraction=a.get("random_fraction"), seed=a.seed,
-                                        batch_size=a.batch_size)
-        tables = {name: evaluate.write_table(table, out, name)}
-        figures = {name: plots.ablation_heatmap(table.records(), list(table.languages), out / f"{name}.png")}
-        return {"records": table.records(), "languages": list(table.languages),
-                "tables": self.relative(tables), "figures": self.relative(figures)}
-
-    def stage_ablation(self, out: Path, _) -> dict[str, Any]:
-        return self.ablate(self.regions(), out, "ablation")
-
-    def stage_xstorycloze(self, out: Path, _) -> dict[str, Any]:
-        x = self.config.xstorycloze
-        languages = [lang for lang in self.languages if lang in x.languages]
-        reason = None
-        if x.kind == "none":
-            reason = "disabled (xstorycloze.kind='none')"
-        elif not languages:
-            reason = f"none of the languages {list(self.languages)} is in xstorycloze.languages"
-        elif x.kind == "tsv" and not Path(x.path).is_dir():
-            reason = f"xstorycloze.path={x.path!r} does not exist ({FETCH_HINT})"
-        if reason:
-            logging.warning("xstorycloze skipped: %s", reason)
-            return {"skipped": reason}
-        masks = self.masks(self.config.ablation.seed, self.config.ablation.get("random_fraction"))
-        rows = []
-        for lang in languages:
-            stories = (data.load_xstorycloze(x.path, lang) if x.kind == "tsv"
-                       else data.load_hub_xstorycloze(lang))[:x.limit or None]
-            row = {"language": lang, "stories": len(stories)}
-            for name, mask in masks.items():
-                row[f"acc_{name}"] = evaluate.xstorycloze(self.lm, self.tokenizer, stories, mask,
-                                                          batch_size=x.batch_size).accuracy
-            rows.append(row)
-        return {"rows": rows, "tables": self.relative({"xstorycloze": write_table(rows, out, "xstorycloze")})}
-
-    def stage_generation(self, out: Path, _) -> dict[str, Any]:
-        g = self.config.generation
-        prompts = {lang: [s[:max(1, len(s) // 2)] for s in self.samples[lang][:g.prompts_per_language]]
-                   for lang in self.languages}
-        flat = [p for lang in self.languages for p in prompts[lang]]
-        masks = self.masks(self.config.ablation.seed, self.config.ablation.get("random_fraction"))
-        texts = {name: generation.generate(self.lm, self.tokenizer, flat, g.max_new_tokens, mask)
-                 for name, mask in masks.items()}
-        rows = [{"prompt": p, **{f"zeroed_{name}": texts[name][i] for name in masks}} for i, p in enumerate(flat)]
-        lines = ["# Greedy generations with each region zeroed", ""]
-        for i, prompt in enumerate(flat):
-            lines += [f"## {prompt!r}", ""] + [f"- **{name}**: {texts[name][i]!r}" for name in masks] + [""]
-        write_atomic(out / "generations.md", "\n".join(lines))
-        write_atomic(out / "generations.json", json.dumps(rows, ensure_ascii=False, indent=1))
-        files = {"md": out / "generations.md", "json": out / "generations.json"}
-        return {"tables": self.relative({"generations": files})}
-
-    def stage_compare(self, out: Path, _) -> dict[str, Any]:
-        """LAPE (Tang et al. 2024) beside the z-score regions: sizes, Jaccard overlap, per-layer counts,
-        and the ablation table of the LAPE regions and of the two methods' intersection."""
-        methods = self.config.methods.split(",")
-        if "lape" not in methods:
-            return {"skipped": f"methods={self.config.methods}"}
-        e, acts = self.config.extract, self.activations()
-        probs = lape.activation_probabilities(self.lm, self.tokenizer, self.samples, batch_size=e.batch_size,
-                                              add_special_tokens=e.add_special_tokens, max_length=e.max_length,
-                                              truncate=True)
-        write_atomic(out / "lape_probabilities.npy", lambda f: np.save(f, probs))
-        found = np.asarray(metrics.lape_regions(probs, **self.config.lape.to_dict()))
-        save_regions(found, out)
-        zscore = self.regions()
-        rows, both = lape.compare_regions(zscore, found, acts.languages)
-        tables = {"methods": write_table(rows, out, "methods"),
-                  "methods_per_layer": write_table(lape.compare_layers(zscore, found, acts.languages), out,
-                                                   "methods_per_layer")}
-        figures = {"lape_key_neurons": plots.key_neurons_per_layer(
-            np.asarray(metrics.counts_per_layer(found)), list(acts.languages), out / "lape_key_neurons.png",
-            total_per_layer=found.shape[-1], title="Key neurons (LAPE)")}
-        empty = [row["language"] for row in rows if row["both"] == 0]
-        ablations = {name: self.ablate(regions, out, name)
-                     for name, regions in (("ablation_lape", found), ("ablation_intersection", both))}
-        for done in ablations.values():
-            tables.update(done["tables"])
-            figures.update(done["figures"])
-        return {"rows": rows, "empty_intersection": empty, "ablations": ablations,
-                "tables": self.relative(tables), "figures": self.relative(figures)}
-
-    def stage_report(self, out: Path, outputs: dict[str, Any]) -> dict[str, Any]:
-        model = self.config.model
-        provenance = report.Provenance.from_lm(
-            self.lm, corpus=f"{self.config.corpus.kind}:{self.config.corpus.get('path') or 'bundled sample'}",
-            samples_per_language=dict.fromkeys(self.languages, self.samples.n), seed=self.config.corpus.seed,
-            threshold=self.config.regions.threshold, random_weights=bool(model.get("random")))
-        headline: dict[str, Any] = {}
-        notes: list[str] = []
-        tables: dict[str, Any] = {}
-        figures: dict[str, Any] = {}
-        for stage in STAGES[1:-1]:
-            done = outputs.get(stage) or self.done(stage)
-            if not done:
-                continue
-            tables.update(done.get("tables", {}))
-            figures.update(done.get("figures", {}))
-            if stage == "metrics":
-                headline.update(LRDS=done["lrds"], SADS=done["sads"])
-            elif stage == "regions":
-                headline.update(SKLR=done["sklr"], **{"key neurons (% of all)": done["percent"]})
-            elif stage == "ablation":
-                headline["perplexity increase (%)"] = report.ablation_headline(done["records"], done["languages"])
-            elif stage == "xstorycloze" and "rows" in done:
-                headline["XStoryCloze accuracy"] = {r["language"]: {k[4:]: v for k, v in r.items()
-                                                                    if k.startswith("acc_")} for r in done["rows"]}
-            elif stage == "xstorycloze":
-                notes.append(f"XStoryCloze was skipped: {done['skipped']}.")
-            elif stage == "compare" and "rows" in done:
-                headline["z-score vs LAPE regions"] = {r["language"]: {k: v for k, v in r.items() if k != "language"}
-                                                       for r in done["rows"]}
-                for name, ablation in done["ablations"].items():
-                    headline[f"perplexity increase (%), {name}"] = report.ablation_headline(
-                        ablation["records"], ablation["languages"])
-                if done["empty_intersection"]:
-                    notes.append("The z-score and LAPE regions do not intersect for "
-                                 f"{', '.join(done['empty_intersection'])}: their intersection rows zero "
-                                 "nothing, so they equal the full model.")
-        summary = report.write_summary(out, provenance, headline, self.absolute(tables), self.absolute(figures),
-                                       notes="\n\n".join(notes) or None)
-        return {"summary": self.relative(summary)}
+    def _execute(self, stage: Stage, reads: dict[str, dict[str, Any]], keys: dict[str, str]) -> Done:
+        """Run one stage in `.<stage>.partial`, then move it into place (all processes take part; process
+        0 alone creates, renames and deletes)."""
+        name, ctx = stage.name, self.context
+        partial, old = (self.results / f".{name}.{part}" for part in ("partial", "old"))
+        final = self.results / name
+        primary = jax.process_index() == 0
+        if primary:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        sharding.barrier(f"stage {name} started")
+        logging.info("stage %s: running", name)
+        with ctx.recording(count=False) as record:
+            try:
+                outputs = portable(stage.run(ctx, partial, reads), partial, name, self.results)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"stage {name}: {e}") from e
+        check_finite(outputs, f"stage {name}")
+        self.ran.append(name)
+        if "skipped" in outputs:
+            logging.info("stage %s: skipped (%s), not recorded as done", name, outputs["skipped"])
+            if primary:
+                shutil.rmtree(partial, ignore_errors=True)
+            sharding.barrier(f"stage {name} skipped")
+            return Done("skipped: " + outputs["skipped"], outputs, ran=True)
+        inputs = {n: ctx.fingerprint(n) for n in stage.inputs}
+        made_from = {"reads": keys, "config": record.config, "inputs": inputs}
+        key = hashlib.sha256(json.dumps({"stage": name, **made_from}, sort_keys=True).encode()).hexdigest()
+        write_atomic(partial / "done.json", json.dumps({"key": key, **made_from, "outputs": outputs}, indent=1))
+        sharding.barrier(f"stage {name} written")
+        if primary:
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                final.rename(old)
+            partial.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        sharding.barrier(f"stage {name} in place")  # later stages read its files on every process
+        return Done(key, outputs, ran=True)
 
 
-def save_regions(regions: np.ndarray, directory: Path) -> None:
-    """bool [L, M, F] as regions.npz (bit-packed), atomically."""
-    write_atomic(directory / "regions.npz", lambda f: np.savez_compressed(
-        f, packed=np.packbits(regions.ravel()), shape=np.array(regions.shape)))
+def portable(tree: Any, partial: Path, stage: str, results: Path) -> Any:
+    """Outputs with every Path as a string relative to the results directory (files the stage wrote
+    into `partial` under `stage/`)."""
+    if isinstance(tree, dict):
+        return {k: portable(v, partial, stage, results) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [portable(v, partial, stage, results) for v in tree]
+    if isinstance(tree, Path):
+        if tree.is_relative_to(partial):
+            return f"{stage}/{tree.relative_to(partial).as_posix()}"
+        return tree.relative_to(results).as_posix() if tree.is_relative_to(results) else str(tree)
+    return tree
 
 
-def ablation_texts(text: ml_collections.ConfigDict, languages: Sequence[str]) -> dict[str, str]:
-    """{language: the documents joined with "\\n\\n"} for the perplexity table."""
-    if text.kind == "bundled":
-        sample = data.bundled_sample(languages)
-        return {lang: "\n\n".join(sample[lang]) for lang in languages}
-    if text.kind == "xlsum":
-        return data.join_documents(data.load_xlsum_jsonl(existing(text.path, "ablation.text.path"), languages,
-                                                         split=text.split, limit=text.limit))
-    if text.kind == "hub_xlsum":
-        return data.join_documents(data.load_hub_xlsum(languages, split=text.split, limit=text.limit))
-    raise ValueError(f"unknown ablation.text.kind {text.kind!r}; known: {list(TEXT_KINDS)}")
-
-
-def _plain(value: Any) -> Any:
-    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+def check_finite(tree: Any, where: str) -> None:
+    """FloatingPointError naming the first NaN or infinite number in `tree`."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            check_finite(v, f"{where}: {k}")
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            check_finite(v, f"{where}[{i}]")
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        raise FloatingPointError(f"{where} is {tree}")

@@ -146,8 +146,10 @@ def test_damaged_stage_records(tmp_path, caplog):
     assert json.loads(marker.read_text())["key"]
     metadata = tmp_path / "extract" / "metadata.json"
     metadata.write_text(metadata.read_text()[:30])
-    with pytest.raises(ValueError, match=r"extract/metadata.json is not valid JSON"):
+    with pytest.raises(FileNotFoundError, match=r"extract/metadata.json is not valid JSON"):
         extract.load(tmp_path / "extract")
-    (tmp_path / "extract" / "done.json").unlink()
-    pipeline.Analysis(config).run(["extract"])
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        pipeline.Analysis(config).run(["extract"])
+    assert "stage extract: runs again: " in caplog.text and "metadata.json is not valid JSON" in caplog.text
     assert extract.load(tmp_path / "extract").acts.shape[0] == 9 * 12

@@ -175,7 +175,7 @@ def test_compare_regions_and_layers():
     assert rows[1] == {"language": "fr", "zscore": 1, "lape": 0, "both": 0, "jaccard": 0.0}
     np.testing.assert_array_equal(both, zscore & lape_r)
     empty_rows, _ = lape.compare_regions(np.zeros_like(zscore), np.zeros_like(zscore), ["en", "fr"])
-    assert math.isnan(empty_rows[0]["jaccard"])
+    assert empty_rows[0]["jaccard"] is None  # undefined, not a number (n/a in the tables)
     layers = lape.compare_layers(zscore, lape_r, ["en", "fr"])
     assert [(r["language"], r["layer"]) for r in layers] == [("en", 1), ("en", 2), ("fr", 1), ("fr", 2)]
     assert layers[0] == {"language": "en", "layer": 1, "zscore": 3, "lape": 3, "both": 2}
