@@ -28,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.results_dir = "results/run"
     c.data_dir = ""  # default: $LINGUA_JAX_DATA_DIR, else ~/.cache/lingua_jax/data
-    c.stages = "extract,metrics,regions,ablation,xstorycloze,generation,compare,report"
+    c.stages = "extract,metrics,regions,stability,ablation,xstorycloze,generation,compare,report"
     # path: "demo" (the shipped demo model), a local directory, or a hub id "org/name[@revision]";
     # revision: a branch, tag or commit of a hub id ("" = main)
     c.model = ml_collections.ConfigDict(dict(path="demo", revision="", dtype="float32", mesh=(), fsdp=False))
@@ -41,6 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
     # batch_size is then rows per batch
     c.extract = ml_collections.ConfigDict(dict(batch_size=16, add_special_tokens=False, max_length=256, pack=True))
     c.regions = ml_collections.ConfigDict(dict(threshold=2.0))
+    # 95% intervals of LRDS, SADS and the regions from `samples` resamples of the sentences (0: none)
+    c.bootstrap = ml_collections.ConfigDict(dict(samples=1000, seed=0))
     # text kind: bundled | xlsum (the XL-Sum JSONL release layout at `path`) | hub_xlsum (its parquet on the Hub)
     c.ablation = ml_collections.ConfigDict(dict(
         text=ml_collections.ConfigDict(dict(kind="xlsum", path="@data/xlsum", split="validation", limit=500)),

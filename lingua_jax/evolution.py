@@ -74,9 +74,12 @@ def sweep(config: ml_collections.ConfigDict, specs: Sequence[str], labels: Seque
 
 
 def scores(outputs: dict[str, Any]) -> dict[str, float]:
-    """LRDS, SADS, SKLR and the mean unablated XStoryCloze accuracy of one analysis."""
-    row = {"lrds": outputs["metrics"]["lrds"], "sads": outputs["metrics"]["sads"],
-           "sklr": outputs["regions"]["sklr"]}
+    """LRDS and SADS (with their 95% bootstrap intervals when measured, NaN otherwise), SKLR and the mean
+    unablated XStoryCloze accuracy of one analysis."""
+    metrics = outputs["metrics"]
+    row = {"lrds": metrics["lrds"], "sads": metrics["sads"], "sklr": outputs["regions"]["sklr"]}
+    for name in ("lrds", "sads"):
+        row[f"{name}_low"], row[f"{name}_high"] = metrics.get("intervals", {}).get(name, (float("nan"),) * 2)
     cloze = outputs.get("xstorycloze", {}).get("rows")
     row["xstorycloze"] = float(np.mean([r["acc_none"] for r in cloze])) if cloze else float("nan")
     return row
@@ -94,18 +97,28 @@ def write_outputs(results: Path, rows: list[dict[str, Any]], layer_counts: list[
     checkpoint has the same layer count) and summary.md listing identical checkpoints."""
     table = write_table(rows, results, "evolution")
     xs = np.array([r["x"] for r in rows], dtype=float)
+    def column(name: str) -> np.ndarray:
+        return np.array([r[name] for r in rows], dtype=float)
+
     figures = {"evolution": plots.evolution(
-        xs, {k: np.array([r[k] for r in rows], dtype=float) for k in ("lrds", "sads", "sklr", "xstorycloze")},
-        results / "evolution.png", xlabel, log_x=log_x)}
+        xs, {k: column(k) for k in ("lrds", "sads", "sklr", "xstorycloze")}, results / "evolution.png", xlabel,
+        log_x=log_x, bands={k: [column(f"{k}_low"), column(f"{k}_high")] for k in ("lrds", "sads")})}
     if len({len(c) for c in layer_counts}) == 1:
         figures["layers"] = plots.layer_distribution_over_checkpoints(
             [r["label"] for r in rows], np.stack(layer_counts), results / "key_neurons_per_layer.png")
     identical = [[r["label"], r["identical_to"]] for r in rows if r["identical_to"]]
     lines = ["# Evolution over checkpoints", "",
-             markdown_table(["label", xlabel, "LRDS", "SADS", "SKLR", "XStoryCloze"],
-                            [[r["label"], r["x"], r["lrds"], r["sads"], r["sklr"], r["xstorycloze"]] for r in rows]),
+             markdown_table(["label", xlabel, "LRDS", "LRDS 95% interval", "SADS", "SADS 95% interval", "SKLR",
+                             "XStoryCloze"],
+                            [[r["label"], r["x"], r["lrds"], _interval(r, "lrds"), r["sads"], _interval(r, "sads"),
+                              r["sklr"], r["xstorycloze"]] for r in rows]),
              "## Identical weights", "",
              markdown_table(["checkpoint", "same weights as"], identical) if identical else "none", ""]
     lines += [f"![{name}]({Path(p).name})" for name, p in figures.items()]
     summary = write_atomic(results / "summary.md", "\n".join(lines) + "\n")
     return {"table": table, "figures": figures, "summary": summary, "identical": identical}
+
+
+def _interval(row: dict[str, Any], name: str) -> str:
+    low, high = row[f"{name}_low"], row[f"{name}_high"]
+    return "n/a" if np.isnan(low) else f"[{low:.4g}, {high:.4g}]"

@@ -1,6 +1,6 @@
 """The analysis of one model: the stages of `lingua_jax.stages`, run in order in one results directory.
 
-extract -> metrics -> regions -> ablation -> xstorycloze -> generation -> compare -> report. Each stage
+extract -> metrics -> regions -> stability -> ablation -> xstorycloze -> generation -> compare -> report. Each stage
 runs in a temporary folder `.<stage>.partial` and becomes `<stage>/` only when complete, with its
 `done.json`: its outputs and what they were computed from (the keys of the stages it read, the config
 fields its code read with their values, the content fingerprints of its inputs; see

@@ -99,15 +99,19 @@ def block_heatmap(blocks: ArrayLike, languages: Sequence[str], path: str | os.Pa
 
 
 def layerwise_scores(lrds: ArrayLike, sads: ArrayLike, path: str | os.PathLike,
-                     title: str = "Layer-wise LRDS and SADS") -> Path:
-    """Fig. 3: LRDS [M] and SADS [M] of each layer (x = layer 1..M), one panel each."""
+                     title: str = "Layer-wise LRDS and SADS", lrds_interval: ArrayLike | None = None,
+                     sads_interval: ArrayLike | None = None) -> Path:
+    """Fig. 3: LRDS [M] and SADS [M] of each layer (x = layer 1..M), one panel each; with intervals
+    ([2, M]: low, high) as error bars."""
     lrds, sads = np.asarray(lrds), np.asarray(sads)
     layers = np.arange(1, len(lrds) + 1)
     fig = Figure(figsize=(7, 5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    top.plot(layers, lrds, "o-", color="tab:red")
+    for ax, values, interval, color in ((top, lrds, lrds_interval, "tab:red"),
+                                        (bottom, sads, sads_interval, "tab:blue")):
+        errors = None if interval is None else np.abs(np.asarray(interval) - values)
+        ax.errorbar(layers, values, yerr=errors, fmt="o-", color=color, capsize=3)
     top.set(ylabel="LRDS", title="LRDS (lower: more language-agnostic)")
-    bottom.plot(layers, sads, "o-", color="tab:blue")
     bottom.set(ylabel="SADS", title="SADS (higher: more semantic alignment)", xlabel="layer")
     bottom.xaxis.get_major_locator().set_params(integer=True)
     for ax in (top, bottom):
@@ -146,10 +150,10 @@ def key_neurons_per_layer(counts: ArrayLike, languages: Sequence[str], path: str
 
 def evolution(steps_or_sizes: ArrayLike, values: Mapping[str, ArrayLike], path: str | os.PathLike,
               xlabel: str, log_x: bool = False, tick_labels: Sequence[str] | None = None,
-              title: str | None = None) -> Path:
+              title: str | None = None, bands: Mapping[str, ArrayLike] | None = None) -> Path:
     """Fig. 4 / 7: each metric of `values` (name -> [K], NaN where not measured) against the K
-    training steps or model sizes, one panel per metric. `log_x` for sizes; `tick_labels` [K] names
-    the x positions (e.g. "560m", "1b1")."""
+    training steps or model sizes, one panel per metric; `bands` (name -> [2, K]: low, high) shade
+    intervals. `log_x` for sizes; `tick_labels` [K] names the x positions (e.g. "560m", "1b1")."""
     x = np.asarray(steps_or_sizes, np.float64)
     columns = min(len(values), 4)
     rows = -(-len(values) // columns)
@@ -157,6 +161,9 @@ def evolution(steps_or_sizes: ArrayLike, values: Mapping[str, ArrayLike], path: 
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     for ax, (name, ys) in zip(axes, values.items()):
         ax.plot(x, np.asarray(ys, np.float64), "o-")
+        if bands and name in bands:
+            low, high = np.asarray(bands[name], np.float64)
+            ax.fill_between(x, low, high, alpha=0.25, label="95% interval")
         ax.set(title=name, xlabel=xlabel, xscale="log" if log_x else "linear")
         if tick_labels is not None:
             ax.set_xticks(x, tick_labels, rotation=45, ha="right")

@@ -50,7 +50,10 @@ def test_every_documented_output_exists_and_parses(first_run):
         assert (results / stage / "done.json").is_file() != skips_itself(stage), stage
         if not skips_itself(stage):
             assert json.loads((results / stage / "done.json").read_text())["key"]
-    tables = {"metrics/layerwise": ["layer", "lrds", "sads"], "metrics/block_map": ["language", "en"],
+    tables = {"metrics/layerwise": ["layer", "lrds", "sads", "lrds_low", "lrds_high", "sads_low", "sads_high"],
+              "metrics/block_map": ["language", "en"],
+              "stability/region_stability": ["language", "neurons", "stability", "stability_low", "stability_high",
+                                             "in_95pct_of_resamples", "in_any_resample"],
               "regions/region_sizes": ["language", "neurons", "percent"],
               "regions/key_neurons_per_layer": ["language", "layer_1", "layer_2"],
               "regions/region_jaccard": ["language", "en"],
@@ -72,6 +75,11 @@ def test_every_documented_output_exists_and_parses(first_run):
     summary = (results / "report" / "summary.md").read_text()
     assert summary.index("random weights") < summary.index("## Provenance")
     assert "LRDS" in summary and "SKLR" in summary
+    assert "**LRDS 95% interval (1000 resamples of the sentences)**: [" in summary
+    assert "key region stability: mean Jaccard index with the full-data region over 1000 resamples" in summary
+    metrics = json.loads((results / "metrics" / "done.json").read_text())["outputs"]
+    low, high = metrics["intervals"]["lrds"]
+    assert low <= metrics["lrds"] <= high and low < high
     has_stories = (SHARED_DATA / "xstorycloze").is_dir()
     assert ("XStoryCloze accuracy" in summary) == has_stories != ("XStoryCloze was skipped" in summary)
     if not has_stories:

@@ -45,7 +45,8 @@ def test_evolution_table_plots_and_identical_weights(sweep_checkpoints, tmp_path
     with open(tmp_path / "evolution.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["label"] for r in rows] == ["a", "b", "c"] and [r["identical_to"] for r in rows] == ["", "", "a"]
-    assert {"x", "lrds", "sads", "sklr", "xstorycloze", "fingerprint"} <= set(rows[0])
+    assert {"x", "lrds", "sads", "sklr", "xstorycloze", "fingerprint", "lrds_low", "sads_high"} <= set(rows[0])
+    assert float(rows[0]["lrds_low"]) <= float(rows[0]["lrds"]) <= float(rows[0]["lrds_high"])
     assert rows[2]["lrds"] == rows[0]["lrds"] and rows[1]["lrds"] != rows[0]["lrds"]
     assert rows[0]["fingerprint"] == rows[2]["fingerprint"] != rows[1]["fingerprint"]
     assert not (tmp_path / "c").exists(), "identical weights must not be analysed again"
@@ -54,7 +55,7 @@ def test_evolution_table_plots_and_identical_weights(sweep_checkpoints, tmp_path
     for png in ("evolution.png", "key_neurons_per_layer.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     summary = (tmp_path / "summary.md").read_text()
-    assert "| c | a |" in summary
+    assert "| c | a |" in summary and "LRDS 95% interval" in summary
 
 
 def test_convert_to_orbax_and_load_either(sweep_checkpoints, tmp_path):

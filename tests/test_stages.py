@@ -245,7 +245,8 @@ READERS = {
     "corpus.n": CORPUS_USERS | {"report"}, "corpus.seed": CORPUS_USERS | {"report"},
     "extract.batch_size": set(), "extract.pack": {"extract"},
     "extract.add_special_tokens": {"extract", "compare"}, "extract.max_length": {"extract", "compare"},
-    "regions.threshold": {"regions", "report"},
+    "regions.threshold": {"regions", "stability", "report"},
+    "bootstrap.samples": {"metrics", "stability"}, "bootstrap.seed": {"metrics", "stability"},
     "ablation.text.kind": {"ablation", "compare"}, "ablation.text.path": set(),
     "ablation.text.split": set(), "ablation.text.limit": set(),
     "ablation.seqlen": {"ablation", "compare"}, "ablation.max_windows": {"ablation", "compare"},
@@ -279,6 +280,7 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
     config.methods, config.lape.top_rate = "zscore,lape", 0.05
     config.ablation.max_windows = 1
     config.generation.max_new_tokens = 2
+    config.bootstrap.samples = 20
     pipeline.Analysis(config).run(pipeline.STAGES)
     tokenizer_dir = tmp_path / "results" / "random_model"
     mutations = {
@@ -288,7 +290,7 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
         "corpus.kind": "flores", "corpus.path": "@data/flores200_devtest", "corpus.languages": "en,zh,fr,es,ar,vi",
         "corpus.n": 5, "corpus.seed": 1,
         "extract.batch_size": 3, "extract.pack": False, "extract.add_special_tokens": True,
-        "extract.max_length": 32, "regions.threshold": 0.1,
+        "extract.max_length": 32, "regions.threshold": 0.1, "bootstrap.samples": 50, "bootstrap.seed": 3,
         "ablation.text.kind": "xlsum", "ablation.text.path": "/nowhere", "ablation.text.split": "test",
         "ablation.text.limit": 3, "ablation.seqlen": 16, "ablation.max_windows": 2, "ablation.batch_size": 3,
         "ablation.random_fraction": 0.5, "ablation.seed": 7,

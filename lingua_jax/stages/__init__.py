@@ -51,9 +51,9 @@ class Stage:
 
 
 from lingua_jax.stages import (ablation, compare, extract, generation, metrics, regions,  # noqa: E402
-                               report, xstorycloze)
+                               report, stability, xstorycloze)
 
-STAGES: tuple[Stage, ...] = (extract.STAGE, metrics.STAGE, regions.STAGE, ablation.STAGE, xstorycloze.STAGE,
-                             generation.STAGE, compare.STAGE, report.STAGE)
+STAGES: tuple[Stage, ...] = (extract.STAGE, metrics.STAGE, regions.STAGE, stability.STAGE, ablation.STAGE,
+                             xstorycloze.STAGE, generation.STAGE, compare.STAGE, report.STAGE)
 BY_NAME = {stage.name: stage for stage in STAGES}
 NAMES = tuple(BY_NAME)

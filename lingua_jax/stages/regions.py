@@ -32,14 +32,14 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
                  for lang, row in zip(languages, counts)]
     overlap = [{"language": lang, **dict(zip(languages, map(float, row)))}
                for lang, row in zip(languages, np.asarray(metrics.jaccard(regions)))]
+    tables = {"region_sizes": write_table(sizes, out, "region_sizes"),
+              "per_layer": write_table(per_layer, out, "key_neurons_per_layer"),
+              "jaccard": write_table(overlap, out, "region_jaccard")}
     empty = [row["language"] for row in sizes if row["neurons"] == 0]
     notes = [f"No neuron of {', '.join(empty)} has a z-score above regions.threshold={threshold}: "
              "those regions are empty, and zeroing them changes nothing."] if empty else []
     return {"sklr": metrics.sklr(regions), "percent": {r["language"]: r["percent"] for r in sizes},
-            "threshold": threshold, "empty": empty, "notes": notes,
-            "tables": {"region_sizes": write_table(sizes, out, "region_sizes"),
-                       "per_layer": write_table(per_layer, out, "key_neurons_per_layer"),
-                       "jaccard": write_table(overlap, out, "region_jaccard")},
+            "threshold": threshold, "empty": empty, "notes": notes, "tables": tables,
             "figures": {"key_neurons": plots.key_neurons_per_layer(counts, languages, out / "key_neurons.png",
                                                                    total_per_layer=regions.shape[-1])}}
 
