@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import transformers
 
-from lingua_jax import checkpoints, data, evaluate, extract, fingerprints, sharding
+from lingua_jax import checkpoints, config as config_lib, data, evaluate, extract, fingerprints, sharding
 from lingua_jax.lm import LM, load_pretrained, random_init, save_pretrained
 from lingua_jax.tables import plain
 
@@ -157,8 +157,7 @@ class Context:
     @property
     @resource
     def languages(self) -> tuple[str, ...]:
-        langs = self.config.corpus.languages
-        return tuple(langs.split(",") if isinstance(langs, str) else langs)
+        return config_lib.languages(self.config)
 
     @property
     @resource
@@ -292,11 +291,14 @@ XSTORYCLOZE_KINDS = ("tsv", "hub", "none")
 FETCH_HINT = "run `python launch/fetch_data.py --config <your config>` where there is a network, or set data_dir"
 
 # Input artefacts a stage can declare, and how their content is fingerprinted.
+def source_fingerprint(source: checkpoints.ModelSource) -> str:
+    """A hub snapshot's commit, or the content fingerprint of a local checkpoint directory."""
+    return f"hub:{source.hub_id}@{source.commit}" if source.hub_id else fingerprints.checkpoint(source.path)
+
+
 INPUTS: dict[str, Callable[[Context], str]] = {
-    "model": lambda ctx: (f"hub:{ctx.source.hub_id}@{ctx.source.commit}" if ctx.source.hub_id
-                          else fingerprints.checkpoint(ctx.source.path)),
-    "tokenizer": lambda ctx: (f"hub:{ctx.tokenizer_source.hub_id}@{ctx.tokenizer_source.commit}"
-                              if ctx.tokenizer_source.hub_id else fingerprints.checkpoint(ctx.tokenizer_source.path)),
+    "model": lambda ctx: source_fingerprint(ctx.source),
+    "tokenizer": lambda ctx: source_fingerprint(ctx.tokenizer_source),
     "corpus": lambda ctx: fingerprints.texts(ctx.samples.languages, ctx.samples.texts),
     "ablation_text": lambda ctx: fingerprints.texts(ctx.ablation_texts),
     "xstorycloze": lambda ctx: fingerprints.texts({lang: [dataclasses.astuple(s) for s in stories]

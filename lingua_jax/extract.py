@@ -100,9 +100,9 @@ def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int =
         raise FloatingPointError(
             f"sample {i} ({corpus.languages[corpus.lang[i]]} sentence {corpus.sem[i]}: {corpus.texts[i][:60]!r}) "
             f"has non-finite activations, and {bad.size - 1} more samples: NaN or Inf in the model's weights?")
-    cap = batching.get("max_length") or max(batching.get("buckets") or [0]) or None
     lengths = np.array([len(t) for t in token_ids])
-    cut = (lengths > cap) if cap and batching.get("truncate") else np.zeros(len(token_ids), bool)
+    cap = bucket_sizes(int(lengths.max()), batching.get("buckets"), batching.get("max_length"))[-1]
+    cut = (lengths > cap) & bool(batching.get("truncate"))
     metadata = {"languages": list(corpus.languages), "n": corpus.n, "texts_sha256": _texts_hash(corpus),
                 "add_special_tokens": add_special_tokens, "batch_shapes": [list(s) for s in shapes],
                 "packed": pack, "tokenizer": getattr(tokenizer, "name_or_path", None), "model": lm.source,
