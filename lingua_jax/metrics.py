@@ -302,32 +302,44 @@ def _host_sums(x: np.ndarray, codes: np.ndarray, num: int, weights: np.ndarray, 
     return sums, squares
 
 
-def contribution_scores(acts: ArrayLike, lang: ArrayLike) -> jax.Array:
+REFERENCE_OFFSET = 1e-5  # what the public code adds to every normalised value before scoring (METHOD.md)
+
+
+def contribution_scores(acts: ArrayLike, lang: ArrayLike, offset: float = 0.0) -> jax.Array:
     """acts [N, M, F] -> C [L, M, F], C_l(k) = Σ_{i<j} a_k(s_i) a_k(s_j) over language l's samples.
 
-    a is the normalised whole vector (eq. 6); computed in O(N·K) by the closed form from
+    a is the normalised whole vector (eq. 6), plus `offset` in every entry (the reference code's
+    REFERENCE_OFFSET; 0 in the paper's equations); computed in O(N·K) by the closed form from
     `language_sums`, see `contribution_scores_from_sums`.
     """
-    return contribution_scores_from_sums(*language_sums(acts, lang))
+    sums, squares = language_sums(acts, lang)
+    return contribution_scores_from_sums(sums, squares, offset, count=len(np.asarray(lang)) // sums.shape[0])
 
 
-def contribution_scores_from_sums(sums: ArrayLike, sums_of_squares: ArrayLike) -> jax.Array:
+def contribution_scores_from_sums(sums: ArrayLike, sums_of_squares: ArrayLike, offset: float = 0.0,
+                                  count: int | None = None) -> jax.Array:
     """C = ((Σ_i a_k)² − Σ_i a_k²) / 2 from per-language running sums, each [L, M, F] -> [L, M, F].
 
     sums[l] = Σ_{i in l} a(s_i) and sums_of_squares[l] = Σ_{i in l} a(s_i)², with a(s) the sample's
-    normalised whole vector reshaped to [M, F]; both can be accumulated batch by batch.
+    normalised whole vector reshaped to [M, F]; both can be accumulated batch by batch. A nonzero
+    `offset` scores a(s) + offset instead, from the same sums and the `count` of samples per language:
+    Σ(a + ε) = Σa + nε and Σ(a + ε)² = Σa² + 2εΣa + nε².
     """
     if np.shape(sums) != np.shape(sums_of_squares):
         raise ValueError(
             f"sums {np.shape(sums)} and sums_of_squares {np.shape(sums_of_squares)} must have the same shape"
         )
-    return _closed_form(sums, sums_of_squares)
+    if offset and not count:
+        raise ValueError("an offset needs the count of samples per language")
+    return _closed_form(sums, sums_of_squares, jnp.float32(offset), jnp.float32(count or 0))
 
 
 @jax.jit
-def _closed_form(sums: jax.Array, squares: jax.Array) -> jax.Array:
-    sums = sums.astype(jnp.float32)
-    return (sums * sums - squares.astype(jnp.float32)) / 2
+def _closed_form(sums: jax.Array, squares: jax.Array, offset: jax.Array, count: jax.Array) -> jax.Array:
+    sums, squares = sums.astype(jnp.float32), squares.astype(jnp.float32)
+    squares = squares + 2 * offset * sums + count * offset * offset
+    sums = sums + count * offset
+    return (sums * sums - squares) / 2
 
 
 @jax.jit
@@ -351,12 +363,13 @@ def _mean_over_languages(x: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, static_argnums=1)
-def _top_fraction(z: jax.Array, count: int) -> jax.Array:
-    """bool [L, M, F]: each language's `count` neurons with the highest z (NaN never selected)."""
-    flat = z.reshape(z.shape[0], -1)
+def top_per_language(score: ArrayLike, count: int) -> jax.Array:
+    """score [L, M, F] -> bool [L, M, F]: each language's `count` neurons with the highest score, ties
+    to the lower flat index m·F + f; NaN (no score) is never selected, so fewer may be."""
+    flat = jnp.reshape(score, (score.shape[0], -1))
     _, top = jax.lax.top_k(jnp.where(jnp.isnan(flat), -jnp.inf, flat), count)
     picked = jnp.zeros(flat.shape, bool).at[jnp.arange(flat.shape[0])[:, None], top].set(True)
-    return (picked & ~jnp.isnan(flat)).reshape(z.shape)
+    return (picked & ~jnp.isnan(flat)).reshape(score.shape)
 
 
 def key_regions_from_scores(scores: ArrayLike, threshold: float = 2.0) -> jax.Array:
@@ -373,7 +386,7 @@ def key_regions_from_scores(scores: ArrayLike, threshold: float = 2.0) -> jax.Ar
     num, m, f = shape
     check_threshold(threshold, num, m * f)
     if threshold < 1:
-        return _top_fraction(zscores(scores), round(threshold * m * f))
+        return top_per_language(zscores(scores), round(threshold * m * f))
     return zscores(scores) > threshold
 
 
@@ -395,12 +408,12 @@ def check_threshold(threshold: float, num_languages: int, neurons: int) -> None:
         )
 
 
-def key_regions(acts: ArrayLike, lang: ArrayLike, threshold: float = 2.0) -> jax.Array:
-    """acts [N, M, F] -> bool [L, M, F] key linguistic regions; see `key_regions_from_scores`.
-    The threshold is checked before any work."""
+def key_regions(acts: ArrayLike, lang: ArrayLike, threshold: float = 2.0, offset: float = 0.0) -> jax.Array:
+    """acts [N, M, F] -> bool [L, M, F] key linguistic regions; see `key_regions_from_scores` (and
+    `contribution_scores` for `offset`). The threshold is checked before any work."""
     n, m, f = _check_acts(acts)
     check_threshold(threshold, _languages(lang, n, "acts")[1], m * f)
-    return key_regions_from_scores(contribution_scores(acts, lang), threshold)
+    return key_regions_from_scores(contribution_scores(acts, lang, offset), threshold)
 
 
 # --- region statistics ---------------------------------------------------------------------------
@@ -521,3 +534,22 @@ def lape_regions(probs: ArrayLike, top_rate: float = 0.01, filter_rate: float = 
     size = num * m * f
     return _lape_select(jnp.asarray(probs), _rank(size, filter_rate, "filter_rate"),
                         _rank(m * f, top_rate, "top_rate"), _rank(size, bar_ratio, "bar_ratio"))
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _lape_ranking(probs: jax.Array, filter_rank: int, bar_rank: int) -> jax.Array:
+    probs = probs.astype(jnp.float32)
+    ordered = jnp.sort(probs.reshape(-1))
+    eligible = jnp.any(probs > ordered[filter_rank - 1], axis=0) & (probs > ordered[bar_rank - 1])
+    return jnp.where(eligible, -_entropy(probs), jnp.nan)
+
+
+def lape_ranking(probs: ArrayLike, filter_rate: float = 0.95, bar_ratio: float = 0.95) -> jax.Array:
+    """probs [L, M, F] -> float32 [L, M, F]: −LAPE(m, f) where `lape_regions` could give neuron (m, f) to
+    language l (a candidate by filter_rate whose probs[l, m, f] passes the bar_ratio bar), NaN elsewhere.
+    LAPE's order of each language's neurons, lowest entropy first, for a selection of any size
+    (`top_per_language`) in place of LAPE's top_rate over all languages at once."""
+    num, m, f = _check_probs(probs)
+    size = num * m * f
+    return _lape_ranking(jnp.asarray(probs), _rank(size, filter_rate, "filter_rate"),
+                         _rank(size, bar_ratio, "bar_ratio"))

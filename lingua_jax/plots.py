@@ -222,3 +222,35 @@ def ablation_heatmap(table_rows: Sequence[Mapping[str, Any]], languages: Sequenc
     ax.set(xlabel="evaluated language", ylabel="deactivated region (% of neurons)", title=title)
     fig.colorbar(image, ax=ax, label="% perplexity increase")
     return save_figure(fig, path)
+
+
+def method_comparison(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike, budget: int, total: int
+                      ) -> Path:
+    """The method shoot-out: for each method (x) at its own size (left) and at `budget` neurons per
+    language (right), the mean % perplexity increase of the language whose set is zeroed and of the
+    other languages (bars, symmetric-log scale), its selectivity and mean set size above the bars.
+    summary rows: {"method", "size" ("own" | "budget"), "neurons", "own_increase", "other_increase",
+    "selectivity"}; total = M · F."""
+    values = [r[key] for r in summary for key in ("own_increase", "other_increase")]
+    low, high = min(values), max(values)
+    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, size, title in zip(axes, ("own", "budget"),
+                               ("each method's own selection", f"{budget} neurons per language "
+                                                               f"({100 * budget / total:.2g}%)")):
+        rows = [r for r in summary if r["size"] == size]
+        x = np.arange(len(rows))
+        for offset, key, label in ((-0.2, "own_increase", "own language"), (0.2, "other_increase", "other languages")):
+            ax.bar(x + offset, [r[key] for r in rows], width=0.4, label=label)
+        for i, r in enumerate(rows):
+            ax.annotate(f"×{r['selectivity']:.2f}\n{r['neurons']:.0f} n.", (i, max(r["own_increase"], 0.0)),
+                        textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+        ax.set_yscale("symlog", linthresh=10.0)
+        ax.set_ylim(min(-1.0, 1.5 * low), 3.0 * max(10.0, high))
+        ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.set_xticks(x, [r["method"] for r in rows])
+        ax.set(title=title, xlabel="method")
+    axes[0].set_ylabel("mean % perplexity increase")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Zeroing each language's neurons, by method (selectivity and mean neurons above the bars)")
+    return save_figure(fig, path)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
@@ -25,9 +26,8 @@ def analyze(results, *flags, **popen):
 
 
 def skips_itself(stage):
-    """Stages that skip themselves here (and so record no done.json): compare (only LAPE is compared),
-    and xstorycloze when its data are absent."""
-    return stage == "compare" or (stage == "xstorycloze" and not (SHARED_DATA / "xstorycloze").is_dir())
+    """Stages that skip themselves here (and so record no done.json): xstorycloze when its data are absent."""
+    return stage == "xstorycloze" and not (SHARED_DATA / "xstorycloze").is_dir()
 
 
 def finish(proc, timeout=600):
@@ -57,7 +57,12 @@ def test_every_documented_output_exists_and_parses(first_run):
               "regions/region_sizes": ["language", "neurons", "percent"],
               "regions/key_neurons_per_layer": ["language", "layer_1", "layer_2"],
               "regions/region_jaccard": ["language", "en"],
-              "ablation/ablation": ["ablated", "neurons", "neurons_percent", "ppl_en", "increase_en"]}
+              "ablation/ablation": ["ablated", "neurons", "neurons_percent", "ppl_en", "increase_en"],
+              "compare/methods": ["method", "size", "neurons", "own_increase", "other_increase", "selectivity"],
+              "compare/methods_per_language": ["method", "size", "language", "neurons", "selectivity"],
+              "compare/methods_per_layer": ["method", "size", "language", "layer_1", "layer_2"],
+              "compare/methods_ablation": ["ablated", "neurons", "ppl_en", "increase_en"],
+              "compare/method_overlap": ["size", "a", "b", "language", "shared", "jaccard", "expected", "p_value"]}
     if (SHARED_DATA / "xstorycloze").is_dir():
         tables["xstorycloze/xstorycloze"] = ["language", "stories", "acc_none", "acc_en", "acc_random"]
     for name, columns in tables.items():
@@ -66,7 +71,7 @@ def test_every_documented_output_exists_and_parses(first_run):
         assert set(columns) <= set(header), name
         assert json.loads((results / f"{name}.json").read_text())["rows"]
     for figure in ("metrics/similarity", "metrics/block_map", "metrics/layerwise", "regions/key_neurons",
-                   "ablation/ablation"):
+                   "ablation/ablation", "compare/methods"):
         assert (results / f"{figure}.png").read_bytes()[:8] == PNG
     rows = json.loads((results / "ablation" / "ablation.json").read_text())["rows"]
     assert [r["ablated"] for r in rows] == ["full", "en", "zh", "fr", "es", "pt", "ar", "vi", "hi", "id", "random"]
@@ -144,20 +149,42 @@ def test_bad_input_fails_before_heavy_work(tmp_path):
         pipeline.Analysis(config).run(config.stages.split(","))
 
 
-def test_method_comparison_with_lape_is_in_the_report(tmp_path):
-    out, err = finish(analyze(tmp_path, "--config.methods=zscore,lape", "--config.lape.top_rate=0.05",
-                              "--stages=extract,regions,compare,report"))
-    rows = json.loads((tmp_path / "compare" / "methods.json").read_text())["rows"]
-    assert [r["language"] for r in rows] == ["en", "zh", "fr", "es", "pt", "ar", "vi", "hi", "id"]
-    assert {"zscore", "lape", "both", "jaccard"} <= set(rows[0])
-    per_layer = json.loads((tmp_path / "compare" / "methods_per_layer.json").read_text())["rows"]
-    assert len(per_layer) == 9 * 2
-    for name in ("ablation_lape", "ablation_intersection"):
-        ablated = [r["ablated"] for r in json.loads((tmp_path / "compare" / f"{name}.json").read_text())["rows"]]
-        assert ablated[0] == "full" and ablated[-1] == "random"
-    summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "z-score vs LAPE regions" in summary and "ablation_lape" in summary
-    assert "lape_key_neurons.png" in summary
+def stored_regions(path):
+    with np.load(path) as f:
+        return np.unpackbits(f["packed"], count=int(np.prod(f["shape"]))).reshape(f["shape"]).astype(bool)
+
+
+def test_method_shootout_agrees_with_the_other_stages_and_is_in_the_report(first_run):
+    """The tiny config compares zscore, lape, ap and aprob: its zscore sets are the regions stage's, its
+    perplexities of them the ablation stage's, and every number of its tables follows from its files."""
+    results, _, _ = first_run
+    compare, languages = results / "compare", ["en", "zh", "fr", "es", "pt", "ar", "vi", "hi", "id"]
+    summary = json.loads((compare / "methods.json").read_text())
+    assert [(r["method"], r["size"]) for r in summary["rows"]] == [
+        (m, size) for m in ("zscore", "lape", "ap", "aprob") for size in ("own", "budget")]
+    np.testing.assert_array_equal(stored_regions(compare / "regions_zscore_own.npz"),
+                                  stored_regions(results / "regions" / "regions.npz"))
+    table = {r["ablated"]: r for r in json.loads((compare / "methods_ablation.json").read_text())["rows"]}
+    paper = {r["ablated"]: r for r in json.loads((results / "ablation" / "ablation.json").read_text())["rows"]}
+    for lang in ["full", *languages]:
+        row = table["full" if lang == "full" else f"zscore/own/{lang}"]
+        for column in languages:
+            assert row[f"ppl_{column}"] == pytest.approx(paper[lang][f"ppl_{column}"], rel=1e-6)
+    assert table["random"]["neurons"] == summary["budget"]
+    for r in json.loads((compare / "methods_per_language.json").read_text())["rows"]:
+        regions = stored_regions(compare / f"regions_{r['method']}_{r['size']}.npz")[languages.index(r["language"])]
+        assert r["neurons"] == regions.sum() == table[f"{r['method']}/{r['size']}/{r['language']}"]["neurons"]
+        assert r["size"] == "own" or r["neurons"] <= summary["budget"]
+        row = table[f"{r['method']}/{r['size']}/{r['language']}"]
+        assert r["own_increase"] == pytest.approx(row[f"increase_{r['language']}"])
+        others = [row[f"ppl_{c}"] / table["full"][f"ppl_{c}"] for c in languages if c != r["language"]]
+        assert r["selectivity"] == pytest.approx(row[f"ppl_{r['language']}"] / table["full"][f"ppl_{r['language']}"]
+                                                 / np.mean(others))
+    overlap = json.loads((compare / "method_overlap.json").read_text())["rows"]
+    assert len(overlap) == 2 * 6 * 9  # sizes x pairs of methods x languages
+    text = (results / "report" / "summary.md").read_text()
+    assert "**methods: perplexity increase (%)" in text and "**method overlaps" in text
+    assert "compare/methods.png" in text
 
 
 def test_a_skipped_stage_runs_once_its_data_appear(tmp_path):

@@ -161,28 +161,6 @@ def test_planted_language_neurons_are_recovered():
     np.testing.assert_array_equal(regions, planted)
 
 
-# --- comparison of the two methods ----------------------------------------------------------------
-
-def test_compare_regions_and_layers():
-    zscore = np.zeros((2, 2, 4), bool)
-    lape_r = np.zeros((2, 2, 4), bool)
-    zscore[0, 0, :3] = True
-    lape_r[0, 0, 1:] = True
-    lape_r[0, 1, 0] = True
-    zscore[1, 1, 2] = True
-    rows, both = lape.compare_regions(zscore, lape_r, ["en", "fr"])
-    assert rows[0] == {"language": "en", "zscore": 3, "lape": 4, "both": 2, "jaccard": 2 / 5}
-    assert rows[1] == {"language": "fr", "zscore": 1, "lape": 0, "both": 0, "jaccard": 0.0}
-    np.testing.assert_array_equal(both, zscore & lape_r)
-    empty_rows, _ = lape.compare_regions(np.zeros_like(zscore), np.zeros_like(zscore), ["en", "fr"])
-    assert empty_rows[0]["jaccard"] is None  # undefined, not a number (n/a in the tables)
-    layers = lape.compare_layers(zscore, lape_r, ["en", "fr"])
-    assert [(r["language"], r["layer"]) for r in layers] == [("en", 1), ("en", 2), ("fr", 1), ("fr", 2)]
-    assert layers[0] == {"language": "en", "layer": 1, "zscore": 3, "lape": 3, "both": 2}
-    assert layers[1] == {"language": "en", "layer": 2, "zscore": 0, "lape": 1, "both": 0}
-    assert layers[3] == {"language": "fr", "layer": 2, "zscore": 1, "lape": 0, "both": 0}
-
-
 # --- errors ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("probs,kwargs,match", [
@@ -198,13 +176,3 @@ def test_compare_regions_and_layers():
 def test_regions_errors(probs, kwargs, match):
     with pytest.raises(ValueError, match=match):
         metrics.lape_regions(probs, **kwargs)
-
-
-def test_compare_errors():
-    regions = np.zeros((2, 1, 3), bool)
-    with pytest.raises(ValueError, match="same shape"):
-        lape.compare_regions(regions, np.zeros((2, 1, 4), bool), ["en", "fr"])
-    with pytest.raises(ValueError, match="bool"):
-        lape.compare_regions(regions.astype(np.float32), regions, ["en", "fr"])
-    with pytest.raises(ValueError, match="languages"):
-        lape.compare_layers(regions, regions, ["en"])

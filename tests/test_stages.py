@@ -245,18 +245,22 @@ READERS = {
     "corpus.n": CORPUS_USERS | {"report"}, "corpus.seed": CORPUS_USERS | {"report"},
     "extract.batch_size": set(), "extract.pack": {"extract"},
     "extract.add_special_tokens": {"extract", "compare"}, "extract.max_length": {"extract", "compare"},
-    "regions.threshold": {"regions", "stability", "report"},
+    "regions.threshold": {"regions", "stability", "compare", "report"},
+    "regions.offset": {"regions", "stability", "compare"},
     "bootstrap.samples": {"metrics", "stability"}, "bootstrap.seed": {"metrics", "stability"},
     "ablation.text.kind": {"ablation", "compare"}, "ablation.text.path": set(),
     "ablation.text.split": set(), "ablation.text.limit": set(),
     "ablation.seqlen": {"ablation", "compare"}, "ablation.max_windows": {"ablation", "compare"},
-    "ablation.batch_size": set(), "ablation.random_fraction": MASK_USERS, "ablation.seed": MASK_USERS,
+    "ablation.batch_size": set(), "ablation.seed": MASK_USERS,
+    "ablation.random_fraction": MASK_USERS - {"compare"},  # compare's random set has the budget's size
     "xstorycloze.kind": {"xstorycloze"}, "xstorycloze.path": {"xstorycloze"},
     "xstorycloze.languages": {"xstorycloze"}, "xstorycloze.limit": {"xstorycloze"},
     "xstorycloze.batch_size": set(),
     "generation.prompts_per_language": {"generation"}, "generation.max_new_tokens": {"generation"},
-    "methods": {"compare"}, "lape.top_rate": {"compare"}, "lape.filter_rate": {"compare"},
-    "lape.bar_ratio": {"compare"},
+    "methods": {"compare"}, "compare.budget": {"compare"}, "lape.top_rate": {"compare"},
+    "lape.filter_rate": {"compare"}, "lape.bar_ratio": {"compare"}, "ap.top": {"compare"}, "ap.bottom": {"compare"},
+    "aprob.quantile": {"compare"}, "aprob.top_rate": {"compare"}, "aprob.filter_rate": {"compare"},
+    "aprob.bar_ratio": {"compare"},
 }
 
 
@@ -277,7 +281,7 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
     config = tiny_random("bloom")
     config.results_dir, config.data_dir = str(tmp_path / "results"), str(data)
     config.corpus.update(n=6, languages=",".join(LANGUAGES))
-    config.methods, config.lape.top_rate = "zscore,lape", 0.05
+    config.lape.top_rate = 0.05
     config.ablation.max_windows = 1
     config.generation.max_new_tokens = 2
     config.bootstrap.samples = 20
@@ -290,14 +294,17 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
         "corpus.kind": "flores", "corpus.path": "@data/flores200_devtest", "corpus.languages": "en,zh,fr,es,ar,vi",
         "corpus.n": 5, "corpus.seed": 1,
         "extract.batch_size": 3, "extract.pack": False, "extract.add_special_tokens": True,
-        "extract.max_length": 32, "regions.threshold": 0.1, "bootstrap.samples": 50, "bootstrap.seed": 3,
+        "extract.max_length": 32, "regions.threshold": 0.1, "regions.offset": 1e-5, "bootstrap.samples": 50,
+        "bootstrap.seed": 3,
         "ablation.text.kind": "xlsum", "ablation.text.path": "/nowhere", "ablation.text.split": "test",
         "ablation.text.limit": 3, "ablation.seqlen": 16, "ablation.max_windows": 2, "ablation.batch_size": 3,
         "ablation.random_fraction": 0.5, "ablation.seed": 7,
         "xstorycloze.kind": "none", "xstorycloze.path": str(tmp_path / "data2" / "xstorycloze"),
         "xstorycloze.languages": ("en", "zh"), "xstorycloze.limit": 2, "xstorycloze.batch_size": 3,
         "generation.prompts_per_language": 1, "generation.max_new_tokens": 3,
-        "methods": "lape,zscore", "lape.top_rate": 0.04, "lape.filter_rate": 0.9, "lape.bar_ratio": 0.9,
+        "methods": "lape,zscore", "compare.budget": 0.05, "lape.top_rate": 0.04, "lape.filter_rate": 0.9,
+        "lape.bar_ratio": 0.9, "ap.top": 4, "ap.bottom": 3, "aprob.quantile": 0.8, "aprob.top_rate": 0.04,
+        "aprob.filter_rate": 0.9, "aprob.bar_ratio": 0.9,
     }
     sample = bundled_sample()
     for lang in LANGUAGES:  # corpus.kind flores reads the same sentences as the bundled sample

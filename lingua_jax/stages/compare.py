@@ -1,61 +1,120 @@
-"""LAPE (Tang et al. 2024) beside the z-score regions, when `methods` names it: sizes, Jaccard overlap,
-per-layer counts, and the ablation tables of the LAPE regions and of the two methods' intersection."""
+"""The method shoot-out, when `methods` names more than zscore: each definition of language-specific
+neurons (lingua_jax/methods.py) at its own size and at a common budget of neurons per language, all
+ablated in one perplexity table, with per-method selectivity, per-layer counts and the overlaps of the
+sets they find against chance."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lingua_jax import lape, metrics, plots, report as report_lib
+from lingua_jax import evaluate, lape, methods, metrics, plots
 from lingua_jax.context import Context
 from lingua_jax.io import write_atomic
 from lingua_jax.stages import Contribution, Outputs, Stage
-from lingua_jax.stages.ablation import ablate
 from lingua_jax.stages.regions import save_regions
 from lingua_jax.tables import write_table
 
+SIZES = ("own", "budget")  # each method's own selection, and its ranking cut at compare.budget
+
+
+def _probabilities(ctx: Context) -> np.ndarray:
+    """LAPE's activation probabilities [L, M, F] of the analysed samples, tokenized as for extraction."""
+    e = ctx.config.extract
+    return lape.activation_probabilities(ctx.lm, ctx.tokenizer, ctx.samples, batch_size=e.batch_size,
+                                         add_special_tokens=e.add_special_tokens, max_length=e.max_length,
+                                         truncate=True)
+
+
+def selectivity(table: evaluate.AblationTable, row: str, language: str) -> dict[str, float]:
+    """For the row zeroing `language`'s set: its own perplexity increase (%), the mean increase of the
+    other languages (%), and selectivity = own perplexity ratio / mean other ratio (1: no preference)."""
+    ratio = table.perplexity[table.rows.index(row)] / table.perplexity[0]
+    own = table.languages.index(language)
+    others = np.delete(ratio, own)
+    return {"own_increase": 100 * (ratio[own] - 1), "other_increase": 100 * (others.mean() - 1),
+            "selectivity": ratio[own] / others.mean()}
+
 
 def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
-    methods = ctx.config.methods
-    if "lape" not in methods.split(","):
-        return {"skipped": f"methods={methods}"}
-    e, languages = ctx.config.extract, ctx.activations().languages
-    probs = lape.activation_probabilities(ctx.lm, ctx.tokenizer, ctx.samples, batch_size=e.batch_size,
-                                          add_special_tokens=e.add_special_tokens, max_length=e.max_length,
-                                          truncate=True)
-    write_atomic(out / "lape_probabilities.npy", lambda f: np.save(f, probs))
-    found = np.asarray(metrics.lape_regions(probs, **ctx.config.lape.to_dict()))
-    save_regions(found, out)
-    zscore = ctx.regions()
-    rows, both = lape.compare_regions(zscore, found, languages)
-    tables = {"methods": write_table(rows, out, "methods"),
-              "methods_per_layer": write_table(lape.compare_layers(zscore, found, languages), out,
-                                               "methods_per_layer")}
-    figures = {"lape_key_neurons": plots.key_neurons_per_layer(
-        np.asarray(metrics.counts_per_layer(found)), list(languages), out / "lape_key_neurons.png",
-        total_per_layer=found.shape[-1], title="Key neurons (LAPE)")}
-    ablations = {name: ablate(ctx, regions, out, name)
-                 for name, regions in (("ablation_lape", found), ("ablation_intersection", both))}
-    for done in ablations.values():
-        tables.update(done["tables"])
-        figures.update(done["figures"])
-    empty = [row["language"] for row in rows if row["both"] == 0]
-    notes = [f"The z-score and LAPE regions do not intersect for {', '.join(empty)}: their intersection rows "
-             "zero nothing, so they equal the full model."] if empty else []
-    return {"rows": rows, "ablations": ablations, "notes": notes, "tables": tables, "figures": figures}
+    chosen = methods.parse(ctx.config.methods)
+    if [method.name for method in chosen] == ["zscore"]:
+        return {"skipped": "methods=zscore: the ablation stage has its regions"}
+    acts, a = ctx.activations(), ctx.config.ablation
+    languages, (m, f) = list(acts.languages), acts.acts.shape[1:]
+    probabilities = _probabilities(ctx) if any(method.needs_probabilities for method in chosen) else None
+    if probabilities is not None:
+        write_atomic(out / "lape_probabilities.npy", lambda file: np.save(file, probabilities))
+    budget = methods.budget_count(ctx.config.compare.budget, m * f)
+    evidence, found = methods.Evidence(acts, probabilities), {}
+    for method in chosen:
+        selected = method.select(evidence, ctx.config[method.settings].to_dict(), (None, budget))
+        for size, regions in zip(SIZES, selected):
+            found[f"{method.name}/{size}"] = regions
+            save_regions(regions, out / f"regions_{method.name}_{size}.npz")
+
+    names = [f"{name}/{lang}" for name in found for lang in languages]
+    table = evaluate.ablation_table(ctx.lm, ctx.ablation_streams, np.concatenate(list(found.values())), names,
+                                    a.seqlen, random_fraction=budget / (m * f), seed=a.seed, batch_size=a.batch_size)
+    rows: list[dict[str, Any]] = []
+    for name, regions in found.items():
+        method, size = name.split("/")
+        for l, lang in enumerate(languages):
+            rows.append({"method": method, "size": size, "language": lang, "neurons": int(regions[l].sum()),
+                         **selectivity(table, f"{name}/{lang}", lang)})
+    summary = [{"method": name.split("/")[0], "size": name.split("/")[1],
+                **{key: float(np.mean([r[key] for r in rows if f"{r['method']}/{r['size']}" == name]))
+                   for key in ("neurons", "own_increase", "other_increase", "selectivity")}} for name in found]
+    counts = {name: np.asarray(metrics.counts_per_layer(regions)) for name, regions in found.items()}
+    per_layer = [{"method": name.split("/")[0], "size": name.split("/")[1], "language": lang,
+                  **{f"layer_{i + 1}": int(c) for i, c in enumerate(counts[name][l])}}
+                 for name in found for l, lang in enumerate(languages)]
+    overlap = [row for size in SIZES
+               for row in methods.overlaps({k.split("/")[0]: v for k, v in found.items() if k.endswith(size)},
+                                           languages)
+               for row in [{"size": size, **row}]] if len(chosen) > 1 else []
+    tables = {"methods": write_table(summary, out, "methods", {"budget": budget, "total_neurons": m * f}),
+              "methods_per_language": write_table(rows, out, "methods_per_language"),
+              "methods_per_layer": write_table(per_layer, out, "methods_per_layer"),
+              "methods_ablation": evaluate.write_table(table, out, "methods_ablation")}
+    if overlap:
+        tables["method_overlap"] = write_table(overlap, out, "method_overlap")
+    figure = plots.method_comparison(summary, out / "methods.png", budget=budget, total=m * f)
+    empty = sorted({f"{r['method']} ({r['size']}) for {r['language']}" for r in rows if r["neurons"] == 0})
+    notes = [f"Empty sets, which zero nothing: {', '.join(empty)}."] if empty else []
+    short = [f"{r['method']} for {r['language']} ({r['neurons']})" for r in rows
+             if r["size"] == "budget" and 0 < r["neurons"] < budget]
+    if short:
+        notes.append(f"Fewer than the budget of {budget} neurons qualify under: {', '.join(short)}.")
+    return {"summary": summary, "budget": budget, "overlap": overlap, "notes": notes, "tables": tables,
+            "figures": {"methods": figure}}
 
 
 def report(outputs: Outputs) -> Contribution:
     if "skipped" in outputs:
         return Contribution()
-    headline = {"z-score vs LAPE regions": {r["language"]: {k: v for k, v in r.items() if k != "language"}
-                                            for r in outputs["rows"]}}
-    for name, ablation in outputs["ablations"].items():
-        headline[f"perplexity increase (%), {name}"] = report_lib.ablation_headline(ablation["records"],
-                                                                                     ablation["languages"])
+    headline = {f"methods: perplexity increase (%) from zeroing each language's set (own: each method's "
+                f"selection; budget: {outputs['budget']} neurons per language), means over languages": {
+                    f"{r['method']} ({r['size']})": {k: v for k, v in r.items() if k not in ("method", "size")}
+                    for r in outputs["summary"]}}
+    if outputs["overlap"]:
+        pairs: dict[str, dict[str, Any]] = {}
+        for r in outputs["overlap"]:
+            pair = pairs.setdefault(f"{r['a']} & {r['b']} ({r['size']})", {"jaccard": [], "shared": [], "expected": [],
+                                                                            "max p": []})
+            for key, value in (("jaccard", r["jaccard"]), ("shared", r["shared"]), ("expected", r["expected"]),
+                               ("max p", r["p_value"])):
+                pair[key].append(value)
+        headline["method overlaps, over languages (mean Jaccard, mean shared, mean shared by chance, largest "
+                 "hypergeometric p)"] = {
+            name: {"jaccard": float(np.mean([j for j in v["jaccard"] if j is not None])) if any(
+                       j is not None for j in v["jaccard"]) else None,
+                   "shared": float(np.mean(v["shared"])), "expected": float(np.mean(v["expected"])),
+                   "max p": float(np.max(v["max p"]))} for name, v in pairs.items()}
     return Contribution(headline=headline, notes=tuple(outputs["notes"]))
 
 
-STAGE = Stage("compare", reads=("extract", "regions"), run=run,
-              inputs=("model", "tokenizer", "corpus", "ablation_text"), report=report)
+STAGE = Stage("compare", reads=("extract",), run=run, inputs=("model", "tokenizer", "corpus", "ablation_text"),
+              report=report)

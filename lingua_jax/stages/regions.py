@@ -6,24 +6,24 @@ from pathlib import Path
 
 import numpy as np
 
-from lingua_jax import metrics, plots
+from lingua_jax import methods, metrics, plots
 from lingua_jax.context import Context
 from lingua_jax.io import write_atomic
 from lingua_jax.stages import Contribution, Outputs, Stage
 from lingua_jax.tables import write_table
 
 
-def save_regions(regions: np.ndarray, directory: Path) -> None:
-    """bool [L, M, F] as regions.npz (bit-packed), atomically."""
-    write_atomic(directory / "regions.npz", lambda f: np.savez_compressed(
-        f, packed=np.packbits(regions.ravel()), shape=np.array(regions.shape)))
+def save_regions(regions: np.ndarray, path: Path) -> None:
+    """bool [L, M, F] as an .npz file (bit-packed), atomically; `Context.regions` reads it."""
+    write_atomic(path, lambda f: np.savez_compressed(f, packed=np.packbits(regions.ravel()),
+                                                     shape=np.array(regions.shape)))
 
 
 def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
     acts, threshold = ctx.activations(), ctx.config.regions.threshold
     languages = list(acts.languages)
-    regions = np.asarray(metrics.key_regions(acts.acts, acts.lang, threshold))
-    save_regions(regions, out)
+    regions, = methods.METHODS["zscore"].select(methods.Evidence(acts), ctx.config.regions.to_dict())
+    save_regions(regions, out / "regions.npz")
     total = regions[0].size
     counts = np.asarray(metrics.counts_per_layer(regions))
     sizes = [{"language": lang, "neurons": int(regions[i].sum()), "percent": 100.0 * regions[i].sum() / total}

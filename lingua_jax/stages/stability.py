@@ -18,9 +18,9 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
     b = ctx.config.bootstrap
     if not b.samples:
         return {"skipped": "bootstrap.samples is 0"}
-    acts, threshold = ctx.activations(), ctx.config.regions.threshold
+    acts, r = ctx.activations(), ctx.config.regions
     drawn = bootstrap.draws(len(np.unique(acts.sem)), b.samples, b.seed)
-    frequency, jaccards = bootstrap.region_stability(acts.acts, acts.lang, acts.sem, drawn, threshold)
+    frequency, jaccards = bootstrap.region_stability(acts.acts, acts.lang, acts.sem, drawn, r.threshold, r.offset)
     write_atomic(out / "region_frequency.npz", lambda f: np.savez_compressed(f, frequency=frequency))
     rows = []
     for i, lang in enumerate(acts.languages):
