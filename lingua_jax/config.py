@@ -28,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.results_dir = "results/run"
     c.data_dir = ""  # default: $LINGUA_JAX_DATA_DIR, else ~/.cache/lingua_jax/data
-    c.stages = "extract,metrics,regions,stability,ablation,xstorycloze,generation,compare,report"
+    c.stages = "extract,metrics,regions,stability,ablation,xstorycloze,generation,steer,compare,report"
     # path: "demo" (the shipped demo model), a local directory, or a hub id "org/name[@revision]";
     # revision: a branch, tag or commit of a hub id ("" = main)
     c.model = ml_collections.ConfigDict(dict(path="demo", revision="", dtype="float32", mesh=(), fsdp=False))
@@ -55,6 +55,11 @@ def base_config() -> ml_collections.ConfigDict:
                                                    languages=("en", "zh", "es", "ar", "hi", "id"), limit=0,
                                                    batch_size=8))
     c.generation = ml_collections.ConfigDict(dict(prompts_per_language=2, max_new_tokens=64))
+    # steering: each target language's region set to its mean / median activation x each strength; random
+    # regions of the same size drawn with `seed`; the perplexity cost on max_windows windows per language
+    c.steer = ml_collections.ConfigDict(dict(prompts_per_language=2, strengths=(1.0, 2.0, 4.0),
+                                             statistics="mean,median", max_new_tokens=32, max_windows=8,
+                                             batch_size=64, seed=0))
     # definitions of language-specific neurons (lingua_jax/methods.py): zscore (this paper), zscore_ref, lape,
     # ap, aprob. With more than zscore, the compare stage ablates each at its own size and at compare.budget
     # neurons per language (a fraction of M·F below 1, else a count), and measures their overlaps
@@ -79,6 +84,7 @@ def tiny_random(family: str) -> ml_collections.ConfigDict:
     c.ablation.seqlen = 64
     c.xstorycloze.limit = 8
     c.generation.max_new_tokens = 8
+    c.steer.max_new_tokens = 8
     c.methods = "zscore,lape,ap,aprob"
     c.ap.top = c.ap.bottom = 5
     return c

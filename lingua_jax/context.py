@@ -271,6 +271,13 @@ class Context:
         with np.load(self.results / "regions" / "regions.npz") as f:
             return np.unpackbits(f["packed"], count=int(np.prod(f["shape"]))).reshape(f["shape"]).astype(bool)
 
+    @resource
+    def steering_values(self) -> dict[str, np.ndarray]:
+        """{"mean", "median"}: float32 [L, M, F], each language's typical activation of every neuron, as
+        the regions stage stored them."""
+        with np.load(self.results / "regions" / "steering_values.npz") as f:
+            return {name: f[name] for name in f.files}
+
     @property
     @resource
     def masks(self) -> dict[str, np.ndarray]:

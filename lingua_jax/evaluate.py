@@ -1,10 +1,10 @@
-"""Evaluation under neuron masks: perplexity (the XL-Sum protocol of METHOD.md), continuation
+"""Evaluation under neuron masks and interventions: perplexity (the XL-Sum protocol of METHOD.md), continuation
 log-likelihoods (lm-evaluation-harness conventions), cross-lingual XStoryCloze, and the deactivation
 table (the paper's Table 1).
 
 Every score comes from one jit-compiled kernel: final hidden states once, then logits, log-softmax
 (float32) and the summed log-probabilities one chunk of positions at a time, so float32 logits never
-exist for more than [B, chunk, V]. Several masks can share a batch (one mask per row), sums are
+exist for more than [B, chunk, V]. Several edits can share a batch (one per row), sums are
 accumulated in float64 on the host, and on a mesh (`lm.mesh`) each batch is split over "data" (its
 rows rounded up to a multiple of the data axis with unscored padding rows).
 
@@ -33,6 +33,7 @@ from lingua_jax import tables
 from lingua_jax.sharding import to_host
 from lingua_jax.generation import generate  # noqa: F401  (public as lingua_jax.evaluate.generate)
 from lingua_jax.lm import LM
+from lingua_jax.models.common import Intervention, as_intervention
 from lingua_jax.progress import progress
 
 LOGITS_BUDGET_BYTES = 1 << 28  # float32 logits of one chunk, [B, chunk, V], stay under this
@@ -63,13 +64,13 @@ def _split_positions(x: jax.Array, chunk: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("module", "chunk"))
-def _logprob_sums(module, params, input_ids, attention_mask, targets, scored, masks, mask_ids, chunk):
+def _logprob_sums(module, params, input_ids, attention_mask, targets, scored, edits, edit_ids, chunk):
     """float32 [B, ceil(T / chunk)]: Σ log p(target) over the scored positions of each chunk.
 
-    masks bool [K, M, F] or None (no mask); row b uses masks[mask_ids[b]].
+    edits: an Intervention over [K, M, F] or None (no edit); row b uses edit edit_ids[b].
     """
-    neuron_mask = None if masks is None else masks[mask_ids]
-    hidden = module.apply({"params": params}, input_ids, attention_mask, neuron_mask, output="hidden")
+    rows = None if edits is None else jax.tree.map(lambda a: a[edit_ids], edits)
+    hidden = module.apply({"params": params}, input_ids, attention_mask, rows, output="hidden")
 
     def chunk_sums(args):
         h, y, keep = args  # [B, C, D], [B, C], [B, C]
@@ -87,40 +88,41 @@ def _chunk_size(batch: int, length: int, vocab: int) -> int:
     return max(1, min(length, LOGITS_BUDGET_BYTES // (4 * batch * vocab)))
 
 
-def _check_masks(lm: LM, masks: ArrayLike | None) -> np.ndarray | None:
-    """bool [K, M, F] (or None), with a clear error when the shape does not fit the model."""
+def _check_edits(lm: LM, masks: ArrayLike | Intervention | None) -> Intervention | None:
+    """K edits: masks bool [K, M, F] (zeroing) or an Intervention over [K, M, F] -> an Intervention over
+    [K, M, F] (None: no edit), with a clear error when the shape does not fit the model."""
     if masks is None:
         return None
-    masks = np.asarray(masks).astype(bool)
-    layers = (lm.num_layers, lm.num_neurons)
-    if masks.ndim != 3 or masks.shape[1:] != layers:
-        raise ValueError(f"masks have shape {masks.shape}; expected [K, {layers[0]}, {layers[1]}] (K, M, F)")
-    return masks
+    edits = as_intervention(intervention=masks) if isinstance(masks, Intervention) else as_intervention(masks)
+    if edits.mask.ndim != 3:
+        layers = (lm.num_layers, lm.num_neurons)
+        raise ValueError(f"masks have shape {edits.mask.shape}; expected [K, {layers[0]}, {layers[1]}] (K, M, F)")
+    return lm.check_intervention(intervention=edits, batch=edits.mask.shape[0], leading="K", split=False)
 
 
-def _single_mask(lm: LM, neuron_mask: ArrayLike | None) -> np.ndarray | None:
-    """One mask bool [M, F] (or None) as masks bool [1, M, F]."""
-    if neuron_mask is None:
+def _single_edit(lm: LM, neuron_mask: ArrayLike | None, intervention: Intervention | None) -> Intervention | None:
+    """One edit over [M, F] (`intervention`, or `neuron_mask` zeroing; or None) as an edit over [1, M, F]."""
+    edit = as_intervention(neuron_mask, intervention)
+    if edit is None:
         return None
-    if np.ndim(neuron_mask) != 2:
-        raise ValueError(f"neuron_mask has shape {np.shape(neuron_mask)}; expected "
-                         f"[{lm.num_layers}, {lm.num_neurons}] (M, F)")
-    return _check_masks(lm, np.asarray(neuron_mask)[None])
+    if edit.mask.ndim != 2:
+        name = "neuron_mask" if intervention is None else "intervention mask"
+        raise ValueError(f"{name} has shape {edit.mask.shape}; expected [{lm.num_layers}, {lm.num_neurons}] (M, F)")
+    return _check_edits(lm, jax.tree.map(lambda a: a[None], edit))
 
 
-def _score(lm: LM, batches: Iterable[ScoreBatch], num_batches: int, masks: np.ndarray | None,
+def _score(lm: LM, batches: Iterable[ScoreBatch], num_batches: int, edits: Intervention | None,
            chunk: int | None, what: str) -> list[np.ndarray]:
     """float64 [B] per batch: each row's summed log-probabilities of its scored targets.
 
     Batch i + 1 is dispatched before batch i's result is fetched, so the device never waits on the
     host, and the progress log (with ETA) counts finished batches.
     """
-    device_masks = lm.place(None if masks is None else jnp.asarray(masks), batched=False)
     sums, pending = [], None
     for batch in progress(batches, num_batches, what):
         b, t = batch.input_ids.shape
         inputs = (batch.input_ids, batch.attention_mask, batch.targets, batch.scored)
-        out = _logprob_sums(lm.module, lm.params, *map(lm.place, inputs), device_masks, lm.place(batch.mask_ids),
+        out = _logprob_sums(lm.module, lm.params, *map(lm.place, inputs), edits, lm.place(batch.mask_ids),
                             chunk=chunk or _chunk_size(b, t, lm.spec.vocab_size))
         if pending is not None:
             sums.append(to_host(pending).astype(np.float64).sum(axis=1))
@@ -148,57 +150,59 @@ def _window_batches(windows: np.ndarray, rows: np.ndarray, row_masks: np.ndarray
         yield ScoreBatch(ids, ones, np.roll(ids, -1, axis=1), scored, mask_ids)
 
 
-def _row_nll(lm: LM, windows: np.ndarray, masks: np.ndarray | None, rows: np.ndarray, row_masks: np.ndarray,
+def _row_nll(lm: LM, windows: np.ndarray, edits: Intervention | None, rows: np.ndarray, row_masks: np.ndarray,
              batch_size: int, chunk: int | None) -> np.ndarray:
-    """float64 [len(rows)]: NLL sum of window rows[i] (tokens 2..T) under masks[row_masks[i]], in
-    batches of `lm.rows_per_batch(batch_size)` rows."""
+    """float64 [len(rows)]: NLL sum of window rows[i] (tokens 2..T) under edit row_masks[i] of `edits`,
+    in batches of `lm.rows_per_batch(batch_size)` rows."""
     batch_size = lm.rows_per_batch(batch_size)
     if windows.shape[1] < 2:
         raise ValueError(f"windows of {windows.shape[1]} token(s) predict nothing; seqlen must be >= 2")
     num_batches = -(-len(rows) // batch_size)
     batches = _window_batches(windows, rows, row_masks, batch_size)
-    sums = _score(lm, batches, num_batches, masks, chunk, f"perplexity ({len(rows)} windows)")
+    sums = _score(lm, batches, num_batches, edits, chunk, f"perplexity ({len(rows)} windows)")
     return -np.concatenate(sums)[:len(rows)]
 
 
 def window_nll(lm: LM, windows: ArrayLike, neuron_mask: ArrayLike | None = None, batch_size: int = 8,
-               chunk: int | None = None) -> np.ndarray:
+               chunk: int | None = None, intervention: Intervention | None = None) -> np.ndarray:
     """float64 [N]: the NLL sum of each window int [N, T] over its tokens 2..T.
 
-    neuron_mask: None, bool [M, F] for every window, or [N, M, F], one per window (rows with different
-    masks share batches). `chunk`: positions per logits chunk (default: from LOGITS_BUDGET_BYTES).
+    intervention (or neuron_mask, its zeroing shorthand): None, over [M, F] for every window, or over
+    [N, M, F], one per window (rows with different edits share batches). `chunk`: positions per logits
+    chunk (default: from LOGITS_BUDGET_BYTES).
     """
     windows = np.asarray(windows, dtype=np.int32)
     if windows.ndim != 2:
         raise ValueError(f"windows must be [N, T], got shape {windows.shape}")
     n = windows.shape[0]
     rows = np.arange(n)
-    if neuron_mask is None or np.ndim(neuron_mask) == 2:
-        masks = _single_mask(lm, neuron_mask)
-        return _row_nll(lm, windows, masks, rows, np.zeros(n, np.int32), batch_size, chunk)
-    masks = _check_masks(lm, neuron_mask)
-    if masks.shape[0] != n:
-        raise ValueError(f"neuron_mask has {masks.shape[0]} masks for {n} windows")
-    return _row_nll(lm, windows, masks, rows, rows.astype(np.int32), batch_size, chunk)
+    edit = as_intervention(neuron_mask, intervention)
+    if edit is None or edit.mask.ndim == 2:
+        return _row_nll(lm, windows, _single_edit(lm, None, edit), rows, np.zeros(n, np.int32), batch_size, chunk)
+    edits = _check_edits(lm, edit)
+    if edits.mask.shape[0] != n:
+        raise ValueError(f"{edits.mask.shape[0]} masks or interventions for {n} windows")
+    return _row_nll(lm, windows, edits, rows, rows.astype(np.int32), batch_size, chunk)
 
 
 def perplexity_grid(lm: LM, token_ids_by_lang: Mapping[str, ArrayLike], seqlen: int,
-                    masks: ArrayLike | None = None, batch_size: int = 8, chunk: int | None = None,
+                    masks: ArrayLike | Intervention | None = None, batch_size: int = 8, chunk: int | None = None,
                     mask_names: Sequence[str] | None = None) -> np.ndarray:
-    """float64 [L, K]: perplexity of each language's token stream (1-D, in mapping order) under each
-    mask bool [K, M, F] (None: the full model, K = 1). A non-finite log-likelihood is a
-    FloatingPointError naming the first such window, its language and its mask (`mask_names`).
+    """float64 [L, K]: perplexity of each language's token stream (1-D, in mapping order) under each of
+    K edits: masks bool [K, M, F] (zeroing), or an Intervention over [K, M, F] (None: the full model,
+    K = 1). A non-finite log-likelihood is a FloatingPointError naming the first such window, its
+    language and its edit (`mask_names`).
 
     Protocol (METHOD.md): each stream is cut into non-overlapping windows of `seqlen` tokens, the tail
     dropped; each window predicts its own tokens 2..seqlen; PPL = exp(mean NLL over all predicted
     tokens). All (window, mask) rows of all languages share batches of one shape: one compile.
     """
-    masks = _check_masks(lm, masks)
+    edits = _check_edits(lm, masks)
     per_lang = [cut_windows(ids, seqlen) for ids in token_ids_by_lang.values()]
     counts = np.array([w.shape[0] for w in per_lang])
-    k = 1 if masks is None else masks.shape[0]
+    k = 1 if edits is None else edits.mask.shape[0]
     n = int(counts.sum())
-    nll = _row_nll(lm, np.concatenate(per_lang), masks, np.repeat(np.arange(n), k),
+    nll = _row_nll(lm, np.concatenate(per_lang), edits, np.repeat(np.arange(n), k),
                    np.tile(np.arange(k, dtype=np.int32), n), batch_size, chunk).reshape(n, k)
     language_of_window = np.repeat(np.arange(len(per_lang)), counts)
     bad = np.argwhere(~np.isfinite(nll))
@@ -215,19 +219,20 @@ def perplexity_grid(lm: LM, token_ids_by_lang: Mapping[str, ArrayLike], seqlen: 
     return np.exp(totals / (counts[:, None] * (seqlen - 1)))
 
 
-def perplexities(lm: LM, token_ids: ArrayLike, seqlen: int, masks: ArrayLike, batch_size: int = 8,
+def perplexities(lm: LM, token_ids: ArrayLike, seqlen: int, masks: ArrayLike | Intervention, batch_size: int = 8,
                  chunk: int | None = None) -> np.ndarray:
-    """float64 [K]: the perplexity of one token stream under each mask bool [K, M, F], all K masks
-    evaluated in shared batches (see `perplexity_grid`)."""
+    """float64 [K]: the perplexity of one token stream under each of K edits (masks bool [K, M, F] or an
+    Intervention over [K, M, F]), all evaluated in shared batches (see `perplexity_grid`)."""
     return perplexity_grid(lm, {"": token_ids}, seqlen, masks, batch_size, chunk)[0]
 
 
 def perplexity(lm: LM, token_ids: ArrayLike, seqlen: int, neuron_mask: ArrayLike | None = None,
-               batch_size: int = 8, chunk: int | None = None) -> float:
+               batch_size: int = 8, chunk: int | None = None, intervention: Intervention | None = None) -> float:
     """Perplexity of one 1-D token stream (a language's documents joined with "\\n\\n", tokenized once)
-    under neuron_mask bool [M, F] (True = zeroed) or None; see `perplexity_grid` for the protocol."""
-    masks = _single_mask(lm, neuron_mask)
-    return float(perplexity_grid(lm, {"": token_ids}, seqlen, masks, batch_size, chunk)[0, 0])
+    under an intervention over [M, F], neuron_mask bool [M, F] (True = zeroed), or neither; see
+    `perplexity_grid` for the protocol."""
+    edits = _single_edit(lm, neuron_mask, intervention)
+    return float(perplexity_grid(lm, {"": token_ids}, seqlen, edits, batch_size, chunk)[0, 0])
 
 
 # --- continuation log-likelihoods ----------------------------------------------------------------
@@ -281,12 +286,13 @@ def _pair_batches(sequences: list[list[int]], context_lengths: list[int], batch_
 def loglikelihood(lm: LM, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
                   neuron_mask: ArrayLike | None = None, batch_size: int = 8, add_special_tokens: bool = False,
                   buckets: Sequence[int] | None = None, chunk: int | None = None,
-                  names: Sequence[str] | None = None) -> np.ndarray:
+                  names: Sequence[str] | None = None, intervention: Intervention | None = None) -> np.ndarray:
     """float64 [len(pairs)]: Σ log p(continuation tokens | context) for each (context, continuation).
 
     Tokens as lm-evaluation-harness (`encode_pair`), no special tokens unless `add_special_tokens`.
     The model reads context + continuation (less the last token), right-padded to one of a few bucket
-    lengths (`buckets`, default powers of two: one compile each). neuron_mask bool [M, F] or None. A
+    lengths (`buckets`, default powers of two: one compile each). An intervention over [M, F] or
+    neuron_mask bool [M, F] (its zeroing shorthand) edits the neurons, or neither. A
     non-finite log-likelihood is a FloatingPointError naming the first such pair (`names[i]`, default
     "pair i").
     """
@@ -297,10 +303,10 @@ def loglikelihood(lm: LM, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tu
         if not continuation_ids:
             raise ValueError(f"pair {i} has no continuation tokens of its own (its characters merge into "
                              f"the context's last tokens): {pairs[i]!r}")
-    masks = _single_mask(lm, neuron_mask)
+    edits = _single_edit(lm, neuron_mask, intervention)
     batches, scoring = _pair_batches([c + x for c, x in encoded], [len(c) for c, _ in encoded],
                                      lm.rows_per_batch(batch_size), buckets)
-    sums = _score(lm, scoring, len(scoring), masks, chunk, f"loglikelihood ({len(pairs)} pairs)")
+    sums = _score(lm, scoring, len(scoring), edits, chunk, f"loglikelihood ({len(pairs)} pairs)")
     scores = batches.scatter(sums)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
@@ -330,15 +336,16 @@ class StoryClozeResult:
 
 
 def xstorycloze(lm: LM, tokenizer: PreTrainedTokenizerBase, stories: Sequence[Story],
-                neuron_mask: ArrayLike | None = None, batch_size: int = 8, buckets: Sequence[int] | None = None
-                ) -> StoryClozeResult:
+                neuron_mask: ArrayLike | None = None, batch_size: int = 8, buckets: Sequence[int] | None = None,
+                intervention: Intervention | None = None) -> StoryClozeResult:
     """Cross-lingual XStoryCloze (METHOD.md): the four sentences in the story's language +
     " The ending in English:", each " " + English ending scored as a continuation; a story is right
-    when its right ending scores higher. neuron_mask bool [M, F] or None."""
+    when its right ending scores higher. An intervention over [M, F], neuron_mask bool [M, F], or neither."""
     prompts = [cross_lingual_prompt(story) for story in stories]
     pairs = [(context, ending) for context, endings in prompts for ending in endings]
     names = [f"story {story.story_id} ({story.language}), ending {j + 1}" for story in stories for j in (0, 1)]
-    scores = loglikelihood(lm, tokenizer, pairs, neuron_mask, batch_size, buckets=buckets, names=names)
+    scores = loglikelihood(lm, tokenizer, pairs, neuron_mask, batch_size, buckets=buckets, names=names,
+                           intervention=intervention)
     return StoryClozeResult(scores.reshape(-1, 2), np.array([story.label for story in stories]))
 
 

@@ -33,10 +33,12 @@ class LMOutput:
 class LM:
     """A causal LM with every MLP neuron exposed.
 
-    `lm(input_ids, attention_mask, neuron_mask=None, capture="none")` -> LMOutput; `lm.pooled(...)` ->
-    [B, M, F] float32 without computing logits. `neuron_mask` is True/1 where a neuron is zeroed: [M, F]
-    for the whole batch or [B, M, F] per example. `attention_mask` is 1 on real tokens; left or right
-    padding gives each sequence the results it has alone. One compile per input shape and mode.
+    `lm(input_ids, attention_mask, neuron_mask=None, capture="none", intervention=None)` -> LMOutput;
+    `lm.pooled(...)` -> [B, M, F] float32 without computing logits. `intervention` (`Intervention`) sets,
+    adds to, scales or zeroes chosen neurons; `neuron_mask` is its zeroing shorthand, True/1 where a
+    neuron is zeroed. Either covers [M, F] for the whole batch or [B, M, F] per example. `attention_mask`
+    is 1 on real tokens; left or right padding gives each sequence the results it has alone. One compile
+    per input shape and mode.
     """
 
     def __init__(self, module: common.CausalLM, params: Any, config: Any, family: Family,
@@ -78,13 +80,14 @@ class LM:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         return -(-batch_size // self.data_parallelism) * self.data_parallelism
 
-    def _apply(self, params, input_ids, attention_mask, neuron_mask, capture, output):
+    def _apply(self, params, input_ids, attention_mask, intervention, capture, output):
         out, state = self.module.clone(capture=capture).apply(
-            {"params": params}, input_ids, attention_mask, neuron_mask, output=output, mutable=["intermediates"])
+            {"params": params}, input_ids, attention_mask, intervention, output=output, mutable=["intermediates"])
         return out, common.collect_neurons(state.get("intermediates", {}), capture)
 
-    def check_inputs(self, input_ids, attention_mask=None, neuron_mask=None):
-        """Validated jnp inputs: int ids [B, T], int32 mask [B, T] (ones if None), bool neuron mask."""
+    def check_inputs(self, input_ids, attention_mask=None, neuron_mask=None, intervention=None):
+        """Validated, placed jnp inputs: int ids [B, T], int32 mask [B, T] (ones if None), and the
+        Intervention (`neuron_mask` as its "zero" shorthand; None when neither is given)."""
         input_ids = jnp.asarray(input_ids)
         if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
             raise ValueError(f"input_ids must be an integer array [B, T], got {input_ids.dtype}{input_ids.shape}")
@@ -92,15 +95,26 @@ class LM:
                           else jnp.asarray(attention_mask).astype(jnp.int32))
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids {input_ids.shape}")
-        if neuron_mask is not None:
-            neuron_mask = jnp.asarray(neuron_mask).astype(bool)
-            layers = (self.num_layers, self.num_neurons)
-            if neuron_mask.shape not in (layers, (input_ids.shape[0],) + layers):
-                raise ValueError(f"neuron_mask has shape {neuron_mask.shape}; expected {layers} (M, F) or "
-                                 f"{(input_ids.shape[0],) + layers} (B, M, F)")
-        per_example = neuron_mask is not None and neuron_mask.ndim == 3
-        return (self.place(input_ids), self.place(attention_mask),
-                self.place(neuron_mask, batched=per_example))
+        edit = self.check_intervention(neuron_mask, intervention, batch=input_ids.shape[0])
+        return self.place(input_ids), self.place(attention_mask), edit
+
+    def check_intervention(self, neuron_mask=None, intervention=None, batch: int | None = None,
+                           leading: str = "B", split: bool = True) -> common.Intervention | None:
+        """`common.as_intervention(neuron_mask, intervention)` with its shapes checked, [M, F] or
+        [batch, M, F] (`leading` names that axis in errors), placed: a leading axis is split over "data"
+        when `split` (one edit per example), else replicated."""
+        edit = common.as_intervention(neuron_mask, intervention)
+        if edit is None:
+            return None
+        layers = (self.num_layers, self.num_neurons)
+        name = "neuron_mask" if intervention is None else "intervention mask"
+        if edit.mask.shape not in (layers, (batch,) + layers):
+            raise ValueError(f"{name} has shape {edit.mask.shape}; expected {layers} (M, F) or "
+                             f"{(batch,) + layers} ({leading}, M, F)")
+        if edit.values is not None and edit.values.shape != edit.mask.shape:
+            raise ValueError(f"intervention values have shape {edit.values.shape}; expected the mask's "
+                             f"{edit.mask.shape}")
+        return jax.tree.map(lambda a: self.place(a, batched=split and edit.mask.ndim == 3), edit)
 
     def place(self, x: jax.Array | None, batched: bool = True) -> jax.Array | None:
         """On a mesh: `x` [B, ...] split over "data" (batched) or replicated; otherwise unchanged."""
@@ -113,12 +127,13 @@ class LM:
                              f"({self.mesh.shape['data']}): use a batch size that is a multiple of it")
         return jax.device_put(x, sharding.batch_sharding(self.mesh))
 
-    def __call__(self, input_ids, attention_mask=None, neuron_mask=None, capture: common.Capture = "none"
-                 ) -> LMOutput:
+    def __call__(self, input_ids, attention_mask=None, neuron_mask=None, capture: common.Capture = "none",
+                 intervention: common.Intervention | None = None) -> LMOutput:
         if capture not in common.CAPTURE_MODES:
             raise ValueError(f"capture must be one of {common.CAPTURE_MODES}, got {capture!r}")
-        logits, neurons = self._forward(self.params, *self.check_inputs(input_ids, attention_mask, neuron_mask),
-                                        capture=capture, output="logits")
+        logits, neurons = self._forward(
+            self.params, *self.check_inputs(input_ids, attention_mask, neuron_mask, intervention),
+            capture=capture, output="logits")
         return LMOutput(logits=logits, neurons=neurons)
 
     def active_counts(self, input_ids, attention_mask=None) -> jax.Array:
@@ -128,10 +143,13 @@ class LM:
                                   capture="active", output="none")
         return counts
 
-    def pooled(self, input_ids, attention_mask=None, neuron_mask=None) -> jax.Array:
-        """float32 [B, M, F]: each layer's neurons averaged over each sequence's real tokens."""
-        _, neurons = self._forward(self.params, *self.check_inputs(input_ids, attention_mask, neuron_mask),
-                                   capture="pooled", output="none")
+    def pooled(self, input_ids, attention_mask=None, neuron_mask=None,
+               intervention: common.Intervention | None = None) -> jax.Array:
+        """float32 [B, M, F]: each layer's neurons (after any edit) averaged over each sequence's real
+        tokens."""
+        _, neurons = self._forward(
+            self.params, *self.check_inputs(input_ids, attention_mask, neuron_mask, intervention),
+            capture="pooled", output="none")
         return neurons
 
 

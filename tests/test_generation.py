@@ -71,3 +71,41 @@ def test_generate_text_equals_transformers(checkpoint):
             out = model.generate(**ids, max_new_tokens=NEW, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
         assert text == tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+def test_greedy_under_set_equals_transformers_with_hooks(checkpoint, name):
+    """Steering's edit: chosen neurons set to fixed values in the prompt and every step, one edit for
+    all rows and one per row (through `generate`'s batching), token for token."""
+    path = checkpoint(name)
+    lm, model = lj.load_pretrained(path), ref.load_model(path)
+    ids, mask = left_padded_prompts(seed=3)
+    rng = np.random.RandomState(5)
+    layers = (lm.num_layers, lm.num_neurons)
+    for shape in [layers, (len(ids), *layers)]:
+        edit = (rng.rand(*shape) < 0.3, "set", rng.normal(0.0, 3.0, shape).astype(np.float32))
+        ours = generation.greedy(lm, ids, mask, NEW, intervention=lj.Intervention(*edit))
+        with torch.no_grad(), ref.neuron_hooks(model, edit=edit):
+            out = model.generate(torch.tensor(ids).long(), attention_mask=torch.tensor(mask).long(),
+                                 max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)
+        np.testing.assert_array_equal(ours, out[:, ids.shape[1]:].numpy())
+        assert not np.array_equal(ours, generation.greedy(lm, ids, mask, NEW)), "the edit should change tokens"
+
+
+def test_per_prompt_interventions_follow_their_prompts_across_batches(checkpoint):
+    """`generate` sorts prompts by length into batches; each prompt's own edit goes with it, so batches
+    of 2 give each prompt the continuation it gets alone."""
+    from lingua_jax import data
+
+    tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, 300)
+    lm = lj.load_pretrained(checkpoint("llama_gqa_sharded", 300))
+    prompts = ["Bonjour à tous", "今天", "The weather was cold this morning, so we", "Hola"]
+    rng = np.random.RandomState(7)
+    shape = (len(prompts), lm.num_layers, lm.num_neurons)
+    edit = lj.Intervention(rng.rand(*shape) < 0.4, "add", rng.normal(0, 2.0, shape).astype(np.float32))
+    batched = generation.generate(lm, tokenizer, prompts, NEW, intervention=edit, batch_size=2)
+    alone = [generation.generate(lm, tokenizer, [p], NEW, intervention=lj.Intervention(edit.mask[i], "add",
+                                                                                        edit.values[i]))[0]
+             for i, p in enumerate(prompts)]
+    assert batched == alone
+    assert batched != generation.generate(lm, tokenizer, prompts, NEW), "the edits should change some text"

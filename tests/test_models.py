@@ -168,3 +168,52 @@ def test_active_counts_match_pytorch_activation_outputs(models, name):
     assert counts.shape == (4, lm.num_layers, lm.num_neurons)
     np.testing.assert_array_equal(counts, expected)
     assert 0 < counts.sum() < mask.sum() * lm.num_layers * lm.num_neurons
+
+
+def random_edit(rng, shape, mode):
+    """(mask, mode, values) over `shape`: about 30% of the neurons, values of both signs (scale: 0.5 to 3)."""
+    mask = rng.rand(*shape) < 0.3
+    values = rng.uniform(0.5, 3.0, shape) if mode == "scale" else rng.normal(0.0, 2.0, shape)
+    return mask, mode, values.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+@pytest.mark.parametrize("mode", ["set", "add", "scale"])
+def test_interventions_match_pytorch_hooks(models, name, mode):
+    """set / add / scale on one [M, F] edit and one edit per example [B, M, F], left padded, against
+    hooks that edit the same neurons with torch.where; per-example edits equal one-at-a-time runs."""
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(4, side="left")
+    rng = np.random.RandomState(2)
+    for shape in [(lm.num_layers, lm.num_neurons), (ids.shape[0], lm.num_layers, lm.num_neurons)]:
+        edit = random_edit(rng, shape, mode)
+        out = lm(ids, mask, capture="full", intervention=lj.Intervention(*edit))
+        logits, neurons = ref.forward(torch_model, ids, mask, edit=edit)
+        unedited, _ = ref.forward(torch_model, ids, mask)
+        assert np.abs(valid(logits - unedited, mask)).max() > 1e-2, "the edit should change the logits"
+        np.testing.assert_allclose(valid(out.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
+        ours = np.swapaxes(np.asarray(out.neurons), 1, 2)
+        np.testing.assert_allclose(valid(ours, mask), valid(np.swapaxes(neurons, 1, 2), mask), atol=ATOL, rtol=0)
+    pooled = lm.pooled(ids, mask, intervention=lj.Intervention(*edit))
+    for b in range(ids.shape[0]):
+        one = lj.Intervention(edit[0][b], mode, edit[2][b])
+        np.testing.assert_allclose(out.logits[b], lm(ids, mask, intervention=one).logits[b], atol=1e-5)
+        np.testing.assert_allclose(pooled[b], lm.pooled(ids, mask, intervention=one)[b], atol=1e-6)
+
+
+def test_intervention_errors(models):
+    lm, _ = models("bloom")
+    ids, mask = padded_batch(0)
+    layers = (lm.num_layers, lm.num_neurons)
+    with pytest.raises(ValueError, match="mode 'shift'"):
+        lj.Intervention(np.ones(layers, bool), "shift", np.ones(layers))
+    with pytest.raises(ValueError, match="needs values"):
+        lj.Intervention(np.ones(layers, bool), "set")
+    with pytest.raises(ValueError, match="takes no values"):
+        lj.Intervention(np.ones(layers, bool), "zero", np.ones(layers))
+    with pytest.raises(ValueError, match="values have shape"):
+        lm(ids, mask, intervention=lj.Intervention(np.ones(layers, bool), "add", np.ones((1, *layers))))
+    with pytest.raises(ValueError, match="intervention mask has shape"):
+        lm(ids, mask, intervention=lj.Intervention(np.ones((3, *layers), bool), "add", np.ones((3, *layers))))
+    with pytest.raises(ValueError, match="not both"):
+        lm(ids, mask, neuron_mask=np.ones(layers, bool), intervention=lj.Intervention(np.ones(layers, bool)))

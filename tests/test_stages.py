@@ -230,8 +230,8 @@ def test_capped_cut_and_empty_are_reported(tmp_path):
 
 # What each setting's code path reads it for, from the method (not from the code under test): the
 # stages that read it directly. The model and tokenizer are read by every stage that runs the model.
-MODEL_USERS = {"extract", "ablation", "xstorycloze", "generation", "compare"}
-CORPUS_USERS = {"extract", "generation", "compare"}  # the samples: activations, prompts, LAPE counts
+MODEL_USERS = {"extract", "ablation", "xstorycloze", "generation", "steer", "compare"}
+CORPUS_USERS = {"extract", "generation", "steer", "compare"}  # the samples: activations, prompts, LAPE counts
 MASK_USERS = {"ablation", "xstorycloze", "generation", "compare"}  # the random mask and the regions
 READERS = {
     "model.path": {"report"},  # a random model's path is only shown (there is none)
@@ -241,22 +241,25 @@ READERS = {
     "tokenizer": MODEL_USERS,
     "data_dir": {"xstorycloze"},  # where @data/xstorycloze is
     "corpus.kind": CORPUS_USERS | {"report"}, "corpus.path": {"report"},
-    "corpus.languages": {"extract", "ablation", "xstorycloze", "generation", "compare", "report"},
+    "corpus.languages": {"extract", "ablation", "xstorycloze", "generation", "steer", "compare", "report"},
     "corpus.n": CORPUS_USERS | {"report"}, "corpus.seed": CORPUS_USERS | {"report"},
     "extract.batch_size": set(), "extract.pack": {"extract"},
     "extract.add_special_tokens": {"extract", "compare"}, "extract.max_length": {"extract", "compare"},
     "regions.threshold": {"regions", "stability", "compare", "report"},
     "regions.offset": {"regions", "stability", "compare"},
     "bootstrap.samples": {"metrics", "stability"}, "bootstrap.seed": {"metrics", "stability"},
-    "ablation.text.kind": {"ablation", "compare"}, "ablation.text.path": set(),
+    "ablation.text.kind": {"ablation", "steer", "compare"}, "ablation.text.path": set(),
     "ablation.text.split": set(), "ablation.text.limit": set(),
-    "ablation.seqlen": {"ablation", "compare"}, "ablation.max_windows": {"ablation", "compare"},
+    "ablation.seqlen": {"ablation", "steer", "compare"}, "ablation.max_windows": {"ablation", "steer", "compare"},
     "ablation.batch_size": set(), "ablation.seed": MASK_USERS,
     "ablation.random_fraction": MASK_USERS - {"compare"},  # compare's random set has the budget's size
     "xstorycloze.kind": {"xstorycloze"}, "xstorycloze.path": {"xstorycloze"},
     "xstorycloze.languages": {"xstorycloze"}, "xstorycloze.limit": {"xstorycloze"},
     "xstorycloze.batch_size": set(),
     "generation.prompts_per_language": {"generation"}, "generation.max_new_tokens": {"generation"},
+    "steer.prompts_per_language": {"steer"}, "steer.strengths": {"steer"}, "steer.statistics": {"steer"},
+    "steer.max_new_tokens": {"steer"}, "steer.max_windows": {"steer"}, "steer.batch_size": set(),
+    "steer.seed": {"steer"},
     "methods": {"compare"}, "compare.budget": {"compare"}, "lape.top_rate": {"compare"},
     "lape.filter_rate": {"compare"}, "lape.bar_ratio": {"compare"}, "ap.top": {"compare"}, "ap.bottom": {"compare"},
     "aprob.quantile": {"compare"}, "aprob.top_rate": {"compare"}, "aprob.filter_rate": {"compare"},
@@ -284,6 +287,7 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
     config.lape.top_rate = 0.05
     config.ablation.max_windows = 1
     config.generation.max_new_tokens = 2
+    config.steer.update(max_new_tokens=2, strengths=(2.0,), max_windows=1)
     config.bootstrap.samples = 20
     pipeline.Analysis(config).run(pipeline.STAGES)
     tokenizer_dir = tmp_path / "results" / "random_model"
@@ -302,6 +306,8 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
         "xstorycloze.kind": "none", "xstorycloze.path": str(tmp_path / "data2" / "xstorycloze"),
         "xstorycloze.languages": ("en", "zh"), "xstorycloze.limit": 2, "xstorycloze.batch_size": 3,
         "generation.prompts_per_language": 1, "generation.max_new_tokens": 3,
+        "steer.prompts_per_language": 1, "steer.strengths": (1.0, 3.0), "steer.statistics": "median",
+        "steer.max_new_tokens": 3, "steer.max_windows": 2, "steer.batch_size": 5, "steer.seed": 2,
         "methods": "lape,zscore", "compare.budget": 0.05, "lape.top_rate": 0.04, "lape.filter_rate": 0.9,
         "lape.bar_ratio": 0.9, "ap.top": 4, "ap.bottom": 3, "aprob.quantile": 0.8, "aprob.top_rate": 0.04,
         "aprob.filter_rate": 0.9, "aprob.bar_ratio": 0.9,

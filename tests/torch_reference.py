@@ -88,20 +88,33 @@ def _mlps(model):
     return [layer.mlp for layer in layers]
 
 
+def _layer(x, m):
+    """Layer m of x [M, F] or [B, M, F] as a tensor [1 or B, 1, F] (broadcast over tokens)."""
+    layer = np.asarray(x)[..., m, :]
+    return torch.tensor(layer[None, None] if layer.ndim == 1 else layer[:, None])
+
+
 @contextlib.contextmanager
-def neuron_hooks(model, neuron_mask=None):
-    """Record each layer's neurons [B, T, F] (after zeroing) while active; `neuron_mask` [M, F] or
-    [B, M, F] zeroes neurons with the reference's h * (1 - mask)."""
+def neuron_hooks(model, neuron_mask=None, edit=None):
+    """Record each layer's neurons [B, T, F] (after any edit) while active. `neuron_mask` [M, F] or
+    [B, M, F] zeroes neurons with the reference's h * (1 - mask); `edit` = (mask, mode, values), each
+    [M, F] or [B, M, F], sets ("set"), adds to ("add") or multiplies ("scale") the masked neurons by
+    values, written the obvious way with torch.where."""
     recorded = []
     handles = []
     for m, mlp in enumerate(_mlps(model)):
-        keep = None
-        if neuron_mask is not None:
-            layer = np.asarray(neuron_mask, dtype=np.float32)[..., m, :]
-            keep = 1.0 - torch.tensor(layer[:, None, :] if layer.ndim == 2 else layer)
+        keep = None if neuron_mask is None else 1.0 - _layer(np.asarray(neuron_mask, np.float32), m)
+        chosen = values = None
+        if edit is not None:
+            chosen, values = _layer(edit[0], m).bool(), _layer(np.asarray(edit[2], np.float32), m)
 
-        def neurons(h, keep=keep):
-            h = h if keep is None else h * keep
+        def neurons(h, keep=keep, chosen=chosen, values=values):
+            if keep is not None:
+                h = h * keep
+            if chosen is not None:
+                new = {"set": lambda: values.to(h.dtype).expand_as(h), "add": lambda: h + values.to(h.dtype),
+                       "scale": lambda: h * values.to(h.dtype)}[edit[1]]()
+                h = torch.where(chosen, new, h)
             recorded.append(h.detach().float().numpy().copy())
             return h
 
@@ -116,7 +129,7 @@ def neuron_hooks(model, neuron_mask=None):
             h.remove()
 
 
-def forward(model, input_ids, attention_mask, neuron_mask=None):
+def forward(model, input_ids, attention_mask, neuron_mask=None, edit=None):
     """logits [B, T, V] and neurons [B, M, T, F] as numpy float32. LLaMA gets position ids from the
     attention mask (as HF generate does), so left padding is exact."""
     ids = torch.tensor(np.asarray(input_ids), dtype=torch.long)
@@ -124,6 +137,6 @@ def forward(model, input_ids, attention_mask, neuron_mask=None):
     kwargs = {}
     if model.config.model_type == "llama":
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad(), neuron_hooks(model, neuron_mask) as recorded:
+    with torch.no_grad(), neuron_hooks(model, neuron_mask, edit) as recorded:
         logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float().numpy()
     return logits, np.stack(recorded, axis=1)

@@ -94,11 +94,11 @@ class BloomMLP(nn.Module):
     capture: common.Capture
 
     @nn.compact
-    def __call__(self, x, layer_mask, token_mask):
+    def __call__(self, x, layer_edit, token_mask):
         """x [B, T, D] -> [B, T, D] (no residual); neurons = GELU output [B, T, 4D]."""
         dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
         h = bloom_gelu(dense(self.spec.num_neurons, "dense_h_to_4h")(x))
-        h = common.NeuronHook(self.capture, name="neurons")(h, layer_mask, token_mask)
+        h = common.NeuronHook(self.capture, name="neurons")(h, layer_edit, token_mask)
         return dense(self.spec.hidden_size, "dense_4h_to_h")(h)
 
 
@@ -109,7 +109,7 @@ class BloomBlock(nn.Module):
 
     @nn.compact
     def __call__(self, hidden, layer_inputs, layout: common.Layout):
-        layer_mask, cache = layer_inputs
+        layer_edit, cache = layer_inputs
         layer_norm = lambda name: nn.LayerNorm(
             epsilon=self.spec.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.dtype, name=name)
         post_ln_residual = self.spec.apply_residual_connection_post_layernorm
@@ -120,7 +120,7 @@ class BloomBlock(nn.Module):
         normed = layer_norm("post_attention_layernorm")(hidden)
         residual = normed if post_ln_residual else hidden
         hidden = residual + BloomMLP(self.spec, self.dtype, self.capture, name="mlp")(
-            normed, layer_mask, layout.token_mask)
+            normed, layer_edit, layout.token_mask)
         return hidden, cache
 
 
@@ -139,9 +139,9 @@ class BloomTransformer(nn.Module):
         self.ln_f = layer_norm()
         self.h = common.layer_stack(BloomBlock, s.num_layers)(s, self.dtype, self.capture)
 
-    def __call__(self, input_ids, layout, neuron_mask, cache, final_norm: bool):
+    def __call__(self, input_ids, layout, layer_edits, cache, final_norm: bool):
         hidden = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
-        hidden, cache = self.h(hidden, (common.layer_masks(neuron_mask), cache), layout)
+        hidden, cache = self.h(hidden, (layer_edits, cache), layout)
         return (self.ln_f(hidden) if final_norm else hidden), cache
 
     def attend(self, hidden):

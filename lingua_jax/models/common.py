@@ -110,8 +110,64 @@ def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, bias: jax
     return (out / total).astype(v.dtype).reshape(b, t, h, hd)
 
 
+MODES = ("zero", "set", "add", "scale")
+
+
+@flax.struct.dataclass
+class Intervention:
+    """An edit of MLP neurons (the activations down_proj reads: BLOOM's GELU output, LLaMA's
+    act(gate) * up), made where the neuron hook sits, before anything reads or pools them.
+
+    mask bool [M, F] (every example) or [B, M, F] (one per example); where it is True the neuron
+    becomes 0 ("zero"), values ("set"), neuron + values ("add") or neuron * values ("scale"), and
+    elsewhere stays as it is. values: float of the mask's shape (None for "zero"). A pytree whose mode
+    is static: one compile per mode.
+    """
+
+    mask: jax.Array
+    mode: str = flax.struct.field(pytree_node=False, default="zero")
+    values: jax.Array | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"intervention mode {self.mode!r}: one of {MODES}")
+        if (self.values is None) != (self.mode == "zero"):
+            raise ValueError(f"an intervention of mode {self.mode!r} " +
+                             ("takes no values" if self.mode == "zero" else "needs values of the mask's shape"))
+
+    def apply(self, h: jax.Array) -> jax.Array:
+        """One layer's edit, mask and values [B or 1, F], on its neurons h [B, T, F]."""
+        mask = self.mask[:, None, :]
+        if self.mode == "zero":
+            return jnp.where(mask, jnp.zeros((), h.dtype), h)
+        values = self.values[:, None, :].astype(h.dtype)
+        edited = {"set": lambda: jnp.broadcast_to(values, h.shape), "add": lambda: h + values,
+                  "scale": lambda: h * values}[self.mode]()
+        return jnp.where(mask, edited, h)
+
+
+def as_intervention(neuron_mask: Any = None, intervention: Intervention | None = None) -> Intervention | None:
+    """What a call edits: `intervention`, or `neuron_mask` (True = zeroed) as the "zero" shorthand;
+    ValueError when both are given. The mask becomes bool and the values float32."""
+    if neuron_mask is not None and intervention is not None:
+        raise ValueError("give neuron_mask (zeroing) or intervention, not both")
+    if intervention is None:
+        return None if neuron_mask is None else Intervention(jnp.asarray(neuron_mask).astype(bool))
+    values = None if intervention.values is None else jnp.asarray(intervention.values, jnp.float32)
+    return intervention.replace(mask=jnp.asarray(intervention.mask).astype(bool), values=values)
+
+
+def layer_interventions(intervention: Intervention | None) -> Intervention | None:
+    """An intervention over [M, F] or [B, M, F] -> its arrays [M, B or 1, F], the layer axis first for
+    the scan."""
+    if intervention is None:
+        return None
+    return jax.tree.map(lambda a: a[:, None, :] if a.ndim == 2 else jnp.swapaxes(a, 0, 1), intervention)
+
+
 class NeuronHook(nn.Module):
-    """Zeroes masked neurons and exposes them with `sow`, as the layer's MLP sees them.
+    """Edits the neurons (an Intervention's layer slice) and exposes them with `sow`, as the layer's
+    MLP sees them.
 
     `capture="pooled"` sows the float32 mean over each sequence's real tokens, [B, F]; `"full"` sows
     [B, T, F]; `"active"` sows, per neuron, the number of real tokens where the activation function's
@@ -121,13 +177,13 @@ class NeuronHook(nn.Module):
     capture: Capture = "none"
 
     @nn.compact
-    def __call__(self, h: jax.Array, layer_mask: jax.Array | None, token_mask: jax.Array,
+    def __call__(self, h: jax.Array, edit: Intervention | None, token_mask: jax.Array,
                  activation: jax.Array | None = None) -> jax.Array:
-        """h [B, T, F]; layer_mask bool [B or 1, F] (True = zeroed) or None; token_mask [B, T];
-        activation [B, T, F]: the activation function's output where it differs from h (LLaMA's
+        """h [B, T, F]; edit: the layer's slice of `layer_interventions(...)` or None; token_mask
+        [B, T]; activation [B, T, F]: the activation function's output where it differs from h (LLaMA's
         SiLU(gate)), else None."""
-        if layer_mask is not None:
-            h = jnp.where(layer_mask[:, None, :], jnp.zeros((), h.dtype), h)
+        if edit is not None:
+            h = edit.apply(h)
         weights = token_mask.astype(jnp.float32)
         if self.capture == "full":
             self.sow("intermediates", NEURONS, h)
@@ -141,19 +197,11 @@ class NeuronHook(nn.Module):
         return h
 
 
-def layer_masks(neuron_mask: jax.Array | None) -> jax.Array | None:
-    """[M, F] or [B, M, F] neuron mask -> bool [M, B or 1, F], the layer axis first for the scan."""
-    if neuron_mask is None:
-        return None
-    mask = neuron_mask.astype(bool)
-    return mask[:, None, :] if mask.ndim == 2 else jnp.swapaxes(mask, 0, 1)
-
-
 def layer_stack(block: type[nn.Module], num_layers: int) -> type[nn.Module]:
     """`block` scanned over layers: params and sown intermediates stack on a leading [M] axis.
 
-    The block's call is `(hidden, (layer_mask, layer_cache), layout) -> (hidden, new_layer_cache)`:
-    `layer_mask` is the layer's slice of `layer_masks(...)`, `layer_cache` its (k, v) slice of the KV
+    The block's call is `(hidden, (layer_edit, layer_cache), layout) -> (hidden, new_layer_cache)`:
+    `layer_edit` is the layer's slice of `layer_interventions(...)`, `layer_cache` its (k, v) slice of the KV
     cache [M, B, S, KV, hd] (either may be None), and the Layout is shared by every layer.
     """
     return nn.scan(
@@ -194,23 +242,24 @@ class CausalLM(nn.Module):
     """The call contract shared by BloomForCausalLM and LlamaForCausalLM.
 
     Subclasses set up their backbone (returned by `backbone()`, with `__call__(input_ids, layout,
-    neuron_mask, cache, final_norm) -> (hidden, cache)` and `attend(hidden)`) and, when the config unties the
-    head, `lm_head`. `__call__(input_ids [B, T], attention_mask [B, T], neuron_mask [M, F] | [B, M, F]
-    | None, output)` returns logits [B, T, V] ("logits"), the final normed hidden states [B, T, D]
-    ("hidden") or None ("none"); with `capture` "pooled" or "full" the neurons are sown in
-    "intermediates" (see NeuronHook).
+    intervention, cache, final_norm) -> (hidden, cache)` and `attend(hidden)`) and, when the config unties
+    the head, `lm_head`. `__call__(input_ids [B, T], attention_mask [B, T], intervention (an Intervention
+    over [M, F] or [B, M, F], or None), output)` returns logits [B, T, V] ("logits"), the final normed
+    hidden states [B, T, D] ("hidden") or None ("none"); with `capture` "pooled" or "full" the neurons
+    are sown in "intermediates" (see NeuronHook).
     """
 
     def backbone(self) -> nn.Module:
         raise NotImplementedError
 
-    def __call__(self, input_ids, attention_mask, neuron_mask=None, output: Output = "logits",
+    def __call__(self, input_ids, attention_mask, intervention=None, output: Output = "logits",
                  cache=None, cache_index=None):
         """With a KV cache (k, v), each [M, B, S, KV, hd], `attention_mask` is the key mask [B, S]
         over all slots, the T new tokens fill slots [cache_index, cache_index + T), and the result is
         (output, updated cache)."""
         layout = Layout.build(attention_mask, input_ids.shape[1], cache_index)
-        hidden, cache = self.backbone()(input_ids, layout, neuron_mask, cache, final_norm=output != "none")
+        hidden, cache = self.backbone()(input_ids, layout, layer_interventions(intervention), cache,
+                                        final_norm=output != "none")
         if output == "logits":
             hidden = self.logits(hidden)
         elif output == "none":

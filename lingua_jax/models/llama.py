@@ -111,14 +111,14 @@ class LlamaMLP(nn.Module):
     capture: common.Capture
 
     @nn.compact
-    def __call__(self, x, layer_mask, token_mask):
+    def __call__(self, x, layer_edit, token_mask):
         """x [B, T, D] -> [B, T, D]; neurons = act(gate_proj x) * up_proj x [B, T, F]."""
         s = self.spec
         dense = lambda n, name: nn.Dense(n, use_bias=s.mlp_bias, dtype=self.dtype, param_dtype=self.dtype,
                                          name=name)
         activation = ACTIVATIONS[s.hidden_act](dense(s.intermediate_size, "gate_proj")(x))
         h = activation * dense(s.intermediate_size, "up_proj")(x)
-        h = common.NeuronHook(self.capture, name="neurons")(h, layer_mask, token_mask, activation)
+        h = common.NeuronHook(self.capture, name="neurons")(h, layer_edit, token_mask, activation)
         return dense(s.hidden_size, "down_proj")(h)
 
 
@@ -129,13 +129,13 @@ class LlamaDecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, hidden, layer_inputs, layout: common.Layout):
-        layer_mask, cache = layer_inputs
+        layer_edit, cache = layer_inputs
         norm = lambda name: common.RMSNorm(self.spec.rms_norm_eps, self.dtype, name=name)
         attended, cache = LlamaAttention(self.spec, self.dtype, name="self_attn")(
             norm("input_layernorm")(hidden), layout, cache)
         hidden = hidden + attended
         hidden = hidden + LlamaMLP(self.spec, self.dtype, self.capture, name="mlp")(
-            norm("post_attention_layernorm")(hidden), layer_mask, layout.token_mask)
+            norm("post_attention_layernorm")(hidden), layer_edit, layout.token_mask)
         return hidden, cache
 
 
@@ -152,8 +152,8 @@ class LlamaModel(nn.Module):
         self.layers = common.layer_stack(LlamaDecoderLayer, s.num_layers)(s, self.dtype, self.capture)
         self.norm = common.RMSNorm(s.rms_norm_eps, self.dtype)
 
-    def __call__(self, input_ids, layout, neuron_mask, cache, final_norm: bool):
-        hidden, cache = self.layers(self.embed_tokens(input_ids), (common.layer_masks(neuron_mask), cache), layout)
+    def __call__(self, input_ids, layout, layer_edits, cache, final_norm: bool):
+        hidden, cache = self.layers(self.embed_tokens(input_ids), (layer_edits, cache), layout)
         return (self.norm(hidden) if final_norm else hidden), cache
 
     def attend(self, hidden):

@@ -51,9 +51,9 @@ class Stage:
 
 
 from lingua_jax.stages import (ablation, compare, extract, generation, metrics, regions,  # noqa: E402
-                               report, stability, xstorycloze)
+                               report, stability, steer, xstorycloze)
 
 STAGES: tuple[Stage, ...] = (extract.STAGE, metrics.STAGE, regions.STAGE, stability.STAGE, ablation.STAGE,
-                             xstorycloze.STAGE, generation.STAGE, compare.STAGE, report.STAGE)
+                             xstorycloze.STAGE, generation.STAGE, steer.STAGE, compare.STAGE, report.STAGE)
 BY_NAME = {stage.name: stage for stage in STAGES}
 NAMES = tuple(BY_NAME)

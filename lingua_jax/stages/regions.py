@@ -1,4 +1,5 @@
-"""Contribution scores, z-scores and each language's key linguistic region (eq. 10-13, Fig. 5-6)."""
+"""Contribution scores, z-scores and each language's key linguistic region (eq. 10-13, Fig. 5-6), and
+each language's mean and median activation of every neuron (the steering values)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lingua_jax import methods, metrics, plots
+from lingua_jax import methods, metrics, plots, steering
 from lingua_jax.context import Context
 from lingua_jax.io import write_atomic
 from lingua_jax.stages import Contribution, Outputs, Stage
@@ -24,6 +25,8 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
     languages = list(acts.languages)
     regions, = methods.METHODS["zscore"].select(methods.Evidence(acts), ctx.config.regions.to_dict())
     save_regions(regions, out / "regions.npz")
+    values = steering.typical_values(acts.acts, acts.lang)
+    write_atomic(out / "steering_values.npz", lambda f: np.savez_compressed(f, **values))
     total = regions[0].size
     counts = np.asarray(metrics.counts_per_layer(regions))
     sizes = [{"language": lang, "neurons": int(regions[i].sum()), "percent": 100.0 * regions[i].sum() / total}
