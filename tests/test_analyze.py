@@ -219,6 +219,12 @@ def test_steering_tables_follow_from_its_generations_and_edits(first_run):
     config = tiny_random("bloom")
     config.results_dir, config.data_dir = str(results), str(SHARED_DATA)
     ctx = Context(config_lib.resolve_paths(config))
+    acts = ctx.activations()  # the steering values are numpy's mean and median of the stored activations
+    for l in range(len(ctx.languages)):
+        of_language = acts.acts[acts.lang == l].astype(np.float64)
+        np.testing.assert_array_equal(ctx.steering_values()["median"][l],
+                                      np.median(of_language, axis=0).astype(np.float32))
+        np.testing.assert_allclose(ctx.steering_values()["mean"][l], of_language.mean(axis=0), rtol=1e-6, atol=1e-8)
     row = next(r for r in rows if (r["target"], r["statistic"], r["strength"], r["set"]) == ("fr", "mean", 2.0, "region"))
     fr = ctx.languages.index("fr")
     region, mean = stored_regions(results / "regions" / "regions.npz")[fr], ctx.steering_values()["mean"][fr]

@@ -83,6 +83,9 @@ def test_readme_run_command_in_a_bare_copy(bare_copy, tmp_path):
     assert_links_resolve(summary)
     text = summary.read_text()
     assert "XStoryCloze was skipped" in text and "fetch_data.py" in text  # the new user has no data yet
+    for section in ("**steering: share of continuations in the target language", "**methods: perplexity increase",
+                    "**generations: share of continuations in the prompt's language"):  # the demo's beyond-paper stages
+        assert section in text, section
     moved = tmp_path / "elsewhere" / "demo-results"
     shutil.move(bare_copy / "results" / "demo", moved)
     assert_links_resolve(moved / "report" / "summary.md")

@@ -31,6 +31,19 @@ def valid(x, mask):
     return np.asarray(x)[np.asarray(mask).astype(bool)]
 
 
+def assert_edit_matches(out, torch_model, ids, mask, **edit):
+    """`out` (capture="full") has the logits and neurons PyTorch gives under the same edit (`neuron_mask`
+    or `edit`, see torch_reference.neuron_hooks), and the edit changes PyTorch's logits. Returns our
+    neurons [B, T, M, F]."""
+    logits, neurons = ref.forward(torch_model, ids, mask, **edit)
+    unedited, _ = ref.forward(torch_model, ids, mask)
+    assert np.abs(valid(logits - unedited, mask)).max() > 1e-2, "the edit should change the logits"
+    np.testing.assert_allclose(valid(out.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
+    ours = np.swapaxes(np.asarray(out.neurons), 1, 2)
+    np.testing.assert_allclose(valid(ours, mask), valid(np.swapaxes(neurons, 1, 2), mask), atol=ATOL, rtol=0)
+    return ours
+
+
 @pytest.fixture(scope="module")
 def models(checkpoint):
     cache = {}
@@ -104,12 +117,7 @@ def test_neuron_mask_matches_pytorch_hook(models, name):
     rng = np.random.RandomState(0)
     neuron_mask = rng.rand(lm.num_layers, lm.num_neurons) < 0.3
     out = lm(ids, mask, neuron_mask=neuron_mask, capture="full")
-    logits, neurons = ref.forward(torch_model, ids, mask, neuron_mask=neuron_mask)
-    unmasked, _ = ref.forward(torch_model, ids, mask)
-    assert np.abs(valid(logits - unmasked, mask)).max() > 1e-2, "the mask should change the logits"
-    np.testing.assert_allclose(valid(out.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
-    ours = np.swapaxes(np.asarray(out.neurons), 1, 2)
-    np.testing.assert_allclose(valid(ours, mask), valid(np.swapaxes(neurons, 1, 2), mask), atol=ATOL, rtol=0)
+    ours = assert_edit_matches(out, torch_model, ids, mask, neuron_mask=neuron_mask)
     assert np.all(ours[:, :, neuron_mask] == 0)
 
 
@@ -188,12 +196,7 @@ def test_interventions_match_pytorch_hooks(models, name, mode):
     for shape in [(lm.num_layers, lm.num_neurons), (ids.shape[0], lm.num_layers, lm.num_neurons)]:
         edit = random_edit(rng, shape, mode)
         out = lm(ids, mask, capture="full", intervention=lj.Intervention(*edit))
-        logits, neurons = ref.forward(torch_model, ids, mask, edit=edit)
-        unedited, _ = ref.forward(torch_model, ids, mask)
-        assert np.abs(valid(logits - unedited, mask)).max() > 1e-2, "the edit should change the logits"
-        np.testing.assert_allclose(valid(out.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
-        ours = np.swapaxes(np.asarray(out.neurons), 1, 2)
-        np.testing.assert_allclose(valid(ours, mask), valid(np.swapaxes(neurons, 1, 2), mask), atol=ATOL, rtol=0)
+        assert_edit_matches(out, torch_model, ids, mask, edit=edit)
     pooled = lm.pooled(ids, mask, intervention=lj.Intervention(*edit))
     for b in range(ids.shape[0]):
         one = lj.Intervention(edit[0][b], mode, edit[2][b])

@@ -16,6 +16,7 @@ from lingua_jax import evaluate, generation, langid, plots, steering
 from lingua_jax.context import Context
 from lingua_jax.io import write_atomic
 from lingua_jax.models.common import Intervention
+from lingua_jax.progress import progress
 from lingua_jax.stages import Contribution, Outputs, Stage
 from lingua_jax.stages.generation import prompts
 from lingua_jax.tables import write_table
@@ -54,7 +55,8 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
     rows_per_call = ctx.lm.rows_per_batch(s.batch_size)
     per_call = max(1, rows_per_call // len(texts_in))  # edits per generate call: one batch of every prompt
     texts: list[list[str]] = []
-    for start in range(0, len(names) + 1, per_call):
+    starts = range(0, len(names) + 1, per_call)
+    for start in progress(starts, len(starts), f"steering ({len(names) + 1} edits x {len(texts_in)} prompts)"):
         chunk = range(start, min(start + per_call, len(names) + 1))
         rows = jax.tree.map(lambda x: np.repeat(x[list(chunk)], len(texts_in), axis=0), edit)
         made = generation.generate(ctx.lm, ctx.tokenizer, texts_in * len(chunk), s.max_new_tokens,
