@@ -228,9 +228,9 @@ def method_comparison(summary: Sequence[Mapping[str, Any]], path: str | os.PathL
                       ) -> Path:
     """The method shoot-out: for each method (x) at its own size (left) and at `budget` neurons per
     language (right), the mean % perplexity increase of the language whose set is zeroed and of the
-    other languages (bars, symmetric-log scale), its selectivity and mean set size above the bars.
-    summary rows: {"method", "size" ("own" | "budget"), "neurons", "own_increase", "other_increase",
-    "selectivity"}; total = M · F."""
+    other languages (bars, symmetric-log scale); above the bars its selectivity, mean set size and
+    steering success. summary rows: {"method", "size" ("own" | "budget"), "neurons", "own_increase",
+    "other_increase", "selectivity", "steering"}; total = M · F."""
     values = [r[key] for r in summary for key in ("own_increase", "other_increase")]
     low, high = min(values), max(values)
     fig = Figure(figsize=(11.0, 4.0), layout="constrained")
@@ -243,7 +243,8 @@ def method_comparison(summary: Sequence[Mapping[str, Any]], path: str | os.PathL
         for offset, key, label in ((-0.2, "own_increase", "own language"), (0.2, "other_increase", "other languages")):
             ax.bar(x + offset, [r[key] for r in rows], width=0.4, label=label)
         for i, r in enumerate(rows):
-            ax.annotate(f"×{r['selectivity']:.2f}\n{r['neurons']:.0f} n.", (i, max(r["own_increase"], 0.0)),
+            ax.annotate(f"×{r['selectivity']:.2f}\n{r['neurons']:.0f} n.\nsteers {100 * r['steering']:.0f}%",
+                        (i, max(r["own_increase"], 0.0)),
                         textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
         ax.set_yscale("symlog", linthresh=10.0)
         ax.set_ylim(min(-1.0, 1.5 * low), 3.0 * max(10.0, high))
@@ -252,7 +253,8 @@ def method_comparison(summary: Sequence[Mapping[str, Any]], path: str | os.PathL
         ax.set(title=title, xlabel="method")
     axes[0].set_ylabel("mean % perplexity increase")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Zeroing each language's neurons, by method (selectivity and mean neurons above the bars)")
+    fig.suptitle("Zeroing each language's neurons, by method (above the bars: selectivity, mean neurons, "
+                 "steering success)")
     return save_figure(fig, path)
 
 

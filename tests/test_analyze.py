@@ -59,7 +59,8 @@ def test_every_documented_output_exists_and_parses(first_run):
               "regions/key_neurons_per_layer": ["language", "layer_1", "layer_2"],
               "regions/region_jaccard": ["language", "en"],
               "ablation/ablation": ["ablated", "neurons", "neurons_percent", "ppl_en", "increase_en"],
-              "compare/methods": ["method", "size", "neurons", "own_increase", "other_increase", "selectivity"],
+              "compare/methods": ["method", "size", "neurons", "own_increase", "other_increase", "selectivity",
+                                  "steering"],
               "compare/methods_per_language": ["method", "size", "language", "neurons", "selectivity"],
               "compare/methods_per_layer": ["method", "size", "language", "layer_1", "layer_2"],
               "compare/methods_ablation": ["ablated", "neurons", "ppl_en", "increase_en"],
@@ -186,6 +187,11 @@ def test_method_shootout_agrees_with_the_other_stages_and_is_in_the_report(first
         others = [row[f"ppl_{c}"] / table["full"][f"ppl_{c}"] for c in languages if c != r["language"]]
         assert r["selectivity"] == pytest.approx(row[f"ppl_{r['language']}"] / table["full"][f"ppl_{r['language']}"]
                                                  / np.mean(others))
+    steering = {(r["target"], r["strength"], r["statistic"], r["set"]): r["share_target"]
+                for r in json.loads((results / "steer" / "steering.json").read_text())["rows"]}
+    for r in json.loads((compare / "methods_per_language.json").read_text())["rows"]:
+        if (r["method"], r["size"]) == ("zscore", "own"):  # the steer stage's edit at compare.steer_strength
+            assert r["steering"] == pytest.approx(steering[r["language"], 2.0, "mean", "region"])
     overlap = json.loads((compare / "method_overlap.json").read_text())["rows"]
     assert len(overlap) == 2 * 6 * 9  # sizes x pairs of methods x languages
     text = (results / "report" / "summary.md").read_text()

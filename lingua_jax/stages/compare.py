@@ -1,7 +1,8 @@
 """The method shoot-out, when `methods` names more than zscore: each definition of language-specific
 neurons (lingua_jax/methods.py) at its own size and at a common budget of neurons per language, all
-ablated in one perplexity table, with per-method selectivity, per-layer counts and the overlaps of the
-sets they find against chance."""
+ablated in one perplexity table, with per-method selectivity, steering success (each set set to its
+language's mean activation × compare.steer_strength, as the steer stage does), per-layer counts and
+the overlaps of the sets they find against chance."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from lingua_jax import evaluate, lape, methods, metrics, plots
+from lingua_jax import evaluate, langid, lape, methods, metrics, plots
 from lingua_jax.context import Context
 from lingua_jax.io import write_atomic
-from lingua_jax.stages import Contribution, Outputs, Stage
+from lingua_jax.models.common import Intervention
+from lingua_jax.stages import Contribution, Outputs, Stage, steer
+from lingua_jax.stages.generation import prompts
 from lingua_jax.stages.regions import save_regions
 from lingua_jax.tables import write_table
 
@@ -55,6 +58,13 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
             found[f"{method.name}/{size}"] = regions
             save_regions(regions, out / f"regions_{method.name}_{size}.npz")
 
+    texts_in, sources = prompts(ctx, ctx.config.steer.prompts_per_language)
+    strength, mean = ctx.config.compare.steer_strength, ctx.steering_values()["mean"]
+    steered = steer.continuations(ctx, Intervention(np.concatenate(list(found.values())), "set",
+                                                    np.concatenate([mean * strength] * len(found))), texts_in)
+    found_languages = [langid.identify(texts) for texts in steered]  # [sets x L][prompts]
+    steering = {name: steer.target_shares(found_languages[i * len(languages):(i + 1) * len(languages)], sources,
+                                          languages) for i, name in enumerate(found)}
     names = [f"{name}/{lang}" for name in found for lang in languages]
     table = evaluate.ablation_table(ctx.lm, ctx.ablation_streams, np.concatenate(list(found.values())), names,
                                     a.seqlen, random_fraction=budget / (m * f), seed=a.seed, batch_size=a.batch_size)
@@ -63,10 +73,11 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
         method, size = name.split("/")
         for l, lang in enumerate(languages):
             rows.append({"method": method, "size": size, "language": lang, "neurons": int(regions[l].sum()),
-                         **selectivity(table, f"{name}/{lang}", lang)})
+                         **selectivity(table, f"{name}/{lang}", lang), "steering": float(steering[name][l])})
     summary = [{"method": name.split("/")[0], "size": name.split("/")[1],
                 **{key: float(np.mean([r[key] for r in rows if f"{r['method']}/{r['size']}" == name]))
-                   for key in ("neurons", "own_increase", "other_increase", "selectivity")}} for name in found]
+                   for key in ("neurons", "own_increase", "other_increase", "selectivity", "steering")}}
+               for name in found]
     counts = {name: np.asarray(metrics.counts_per_layer(regions)) for name, regions in found.items()}
     per_layer = [{"method": name.split("/")[0], "size": name.split("/")[1], "language": lang,
                   **{f"layer_{i + 1}": int(c) for i, c in enumerate(counts[name][l])}}
@@ -116,5 +127,5 @@ def report(outputs: Outputs) -> Contribution:
     return Contribution(headline=headline, notes=tuple(outputs["notes"]))
 
 
-STAGE = Stage("compare", reads=("extract",), run=run, inputs=("model", "tokenizer", "corpus", "ablation_text"),
+STAGE = Stage("compare", reads=("extract", "regions"), run=run, inputs=("model", "tokenizer", "corpus", "ablation_text"),
               report=report)

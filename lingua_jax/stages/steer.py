@@ -48,20 +48,38 @@ def edits(ctx: Context) -> tuple[list[dict[str, Any]], Intervention]:
     return names, Intervention(np.stack(masks), "set", np.stack(values))
 
 
-def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
-    s, a = ctx.config.steer, ctx.config.ablation
-    names, edit = edits(ctx)
-    texts_in, sources = prompts(ctx, s.prompts_per_language)
+def continuations(ctx: Context, edit: Intervention, texts_in: list[str]) -> list[list[str]]:
+    """Greedy continuations (steer.max_new_tokens) of every prompt under each of the K edits of `edit`
+    (over [K, M, F]): [K][len(texts_in)], generated a batch of steer.batch_size rows at a time (as many
+    edits per batch as there is room for every prompt)."""
+    s = ctx.config.steer
     rows_per_call = ctx.lm.rows_per_batch(s.batch_size)
-    per_call = max(1, rows_per_call // len(texts_in))  # edits per generate call: one batch of every prompt
+    per_call = max(1, rows_per_call // len(texts_in))
+    count = len(edit.mask)
     texts: list[list[str]] = []
-    starts = range(0, len(names) + 1, per_call)
-    for start in progress(starts, len(starts), f"steering ({len(names) + 1} edits x {len(texts_in)} prompts)"):
-        chunk = range(start, min(start + per_call, len(names) + 1))
+    starts = range(0, count, per_call)
+    for start in progress(starts, len(starts), f"steering ({count} edits x {len(texts_in)} prompts)"):
+        chunk = range(start, min(start + per_call, count))
         rows = jax.tree.map(lambda x: np.repeat(x[list(chunk)], len(texts_in), axis=0), edit)
         made = generation.generate(ctx.lm, ctx.tokenizer, texts_in * len(chunk), s.max_new_tokens,
                                    intervention=rows, batch_size=rows_per_call)
         texts += [made[i * len(texts_in):(i + 1) * len(texts_in)] for i in range(len(chunk))]
+    return texts
+
+
+def target_shares(found: list[list[str]], sources: list[str], languages: list[str]) -> np.ndarray:
+    """found[l]: the identified languages of the continuations steered toward languages[l], one per
+    prompt (of language sources[i]) -> float [L]: the share in language l among the continuations of
+    prompts in the other languages."""
+    return np.array([np.mean([code == target for code, source in zip(codes, sources) if source != target])
+                     for target, codes in zip(languages, found)])
+
+
+def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
+    s, a = ctx.config.steer, ctx.config.ablation
+    names, edit = edits(ctx)
+    texts_in, sources = prompts(ctx, s.prompts_per_language)
+    texts = continuations(ctx, edit, texts_in)
     found = [langid.identify(t) for t in texts]
     streams = {lang: ids[:s.max_windows * a.seqlen] for lang, ids in ctx.ablation_streams.items()}
     ppl = evaluate.perplexity_grid(ctx.lm, streams, a.seqlen, edit, a.batch_size,
