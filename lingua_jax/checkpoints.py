@@ -20,10 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from transformers import AutoConfig
 
 from lingua_jax import hub
-from lingua_jax.models import Family
+from lingua_jax.models import Family, family_named
 from lingua_jax.sharding import to_host
 
 # Flax leaf name -> (HF leaf name, transpose?)
@@ -100,17 +99,15 @@ def read_json(path: Path) -> Any:
 
 
 def load_config(path: str | os.PathLike) -> Any:
-    """The HF config of a local checkpoint directory (never remote code)."""
+    """The HF config of a local checkpoint directory, read by its family's config class (never remote
+    code)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} has no config.json: not a Hugging Face checkpoint directory")
     model_type = read_json(path / "config.json").get("model_type")
-    if model_type not in ("bloom", "llama"):
-        raise ValueError(f"unsupported model_type {model_type!r} in {path / 'config.json'}: "
-                         "lingua_jax supports ['bloom', 'llama']")
-    return AutoConfig.from_pretrained(path, trust_remote_code=False)
+    return family_named(model_type, str(path / "config.json")).config_cls.from_pretrained(path)
 
 
 def resolve_dtype(dtype: str | Any) -> Any:

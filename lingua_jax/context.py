@@ -24,10 +24,10 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-import transformers
 
 from lingua_jax import checkpoints, config as config_lib, data, evaluate, extract, fingerprints, sharding
 from lingua_jax.lm import LM, load_pretrained, random_init, save_pretrained
+from lingua_jax.models import family_named
 from lingua_jax.tables import plain
 
 PLACEMENT = ("model.mesh", "model.fsdp")  # and every field named batch_size
@@ -174,7 +174,7 @@ class Context:
         if not done:
             tokenizer = data.train_bpe_tokenizer(data.bundled_sample().texts, settings["vocab_size"])
             fields = {k: v for k, v in settings.items() if k not in ("family", "seed", "vocab_size")}
-            hf_class = {"bloom": transformers.BloomConfig, "llama": transformers.LlamaConfig}[settings["family"]]
+            hf_class = family_named(settings["family"], "model.random.family").config_cls
             hf = hf_class(vocab_size=len(tokenizer), **fields)
             save_pretrained(random_init(hf, seed=settings["seed"]), target, tokenizer)
         return checkpoints.ModelSource(target)

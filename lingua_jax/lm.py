@@ -156,7 +156,7 @@ class LM:
 def build_module(config: Any, dtype: str | Any = "float32") -> tuple[common.CausalLM, Family]:
     """The Flax module (and its Family) for an HF config."""
     family = family_of(config)
-    return family.module_cls(family.spec_cls.from_hf(config), dtype=checkpoints.resolve_dtype(dtype)), family
+    return family.module_cls(family.spec(config), dtype=checkpoints.resolve_dtype(dtype)), family
 
 
 def param_shapes(module: common.CausalLM) -> Any:

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from lingua_jax import checkpoints, evaluate, plots
 from lingua_jax.lm import LM
-from lingua_jax.models import BloomSpec, LlamaSpec
+from lingua_jax.models import BloomSpec, LlamaSpec, family_named
 
 STAGES = ("pooled", "logits", "perplexity")
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -65,7 +65,6 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
                                                 num_hidden_layers=80, num_attention_heads=64,
                                                 num_key_value_heads=8, rms_norm_eps=1e-5)),
 }
-HF_CONFIGS = {"bloom": transformers.BloomConfig, "llama": transformers.LlamaConfig}
 
 
 # --- model FLOPs ------------------------------------------------------------------------------------
@@ -201,9 +200,8 @@ class CompileCounter:
 # --- models to measure --------------------------------------------------------------------------------
 
 def hf_config(family: str, **fields: Any) -> transformers.PretrainedConfig:
-    if family not in HF_CONFIGS:
-        raise ValueError(f"unknown family {family!r}; known: {sorted(HF_CONFIGS)}")
-    return HF_CONFIGS[family](**fields)
+    """The HF config of `family` (a registered model_type) with `fields`."""
+    return family_named(family).config_cls(**fields)
 
 
 def architecture_of(model: Mapping[str, Any]) -> tuple[str, Any]:

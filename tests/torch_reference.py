@@ -13,8 +13,9 @@ import transformers
 
 VOCAB = 101
 
-# name -> (config class, config kwargs, save kwargs). Heads: BLOOM 6 (not a power of two); LLaMA
-# grouped-query (4 query heads, 2 kv heads); tied and untied heads; single-file, sharded, .bin.
+# name -> (config class, config kwargs, options: save_pretrained kwargs, bin_shards, random_biases).
+# Heads: BLOOM 6 (not a power of two); LLaMA grouped-query (4 query heads, 2 kv heads); tied and untied
+# heads; single-file, sharded, .bin.
 CHECKPOINTS = {
     "bloom": (transformers.BloomConfig, dict(hidden_size=48, n_head=6, n_layer=3), {}),
     "bloom_postln_sharded": (
@@ -38,19 +39,45 @@ CHECKPOINTS = {
         transformers.LlamaConfig,
         dict(hidden_size=32, intermediate_size=80, num_hidden_layers=2, num_attention_heads=2,
              tie_word_embeddings=True), {}),
+    # Families and rope scaling (tests/test_families.py), hidden size 32 so that neurons stay small enough
+    # (|h| < 30) for 1e-4 to hold over 40 tokens. Qwen2: q/k/v biases, untied head. Qwen3: head_dim
+    # 16 != 48 / 4, per-head q/k norms, attention_bias, tied head. LLaMA 3 scaling with a 16-token original
+    # context and wavelengths (2 pi / inv_freq) in all three of its bands: 6.3 kept, 14.7 blended, 34.4 and
+    # 80.6 divided by the factor.
+    "qwen2": (
+        transformers.Qwen2Config,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, rope_parameters=dict(rope_type="default", rope_theta=500.0)),
+        dict(random_biases=True)),
+    "qwen3": (
+        transformers.Qwen3Config,
+        dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, attention_bias=True, tie_word_embeddings=True),
+        dict(random_biases=True)),
+    "llama_rope_llama3": (
+        transformers.LlamaConfig,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, rope_parameters=dict(
+                 rope_type="llama3", rope_theta=30.0, factor=4.0, low_freq_factor=1.0, high_freq_factor=2.0,
+                 original_max_position_embeddings=16)), {}),
+    "llama_rope_linear": (
+        transformers.LlamaConfig,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, rope_parameters=dict(rope_type="linear", rope_theta=500.0, factor=2.5)), {}),
 }
 
 
 def make_model(name: str, seed: int = 0, vocab_size: int = VOCAB) -> transformers.PreTrainedModel:
     """A tiny random HF model whose every weight (norms included) is far from its default init, so a
-    wrong transpose, swapped parameter or missed bias changes the logits."""
-    config_cls, kwargs, _ = CHECKPOINTS[name]
+    wrong transpose or swapped parameter changes the logits. HF initialises linear biases to 0; with
+    the option `random_biases` they are random too, so a missed bias changes the logits."""
+    config_cls, kwargs, options = CHECKPOINTS[name]
     config = config_cls(vocab_size=vocab_size, initializer_range=0.3, attn_implementation="eager", **kwargs)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
         for pname, p in model.named_parameters():
-            if "norm" in pname:
+            if "norm" in pname or (options.get("random_biases") and pname.endswith(".bias")):
                 p.add_(0.2 * torch.randn_like(p))
     return model
 
@@ -60,6 +87,7 @@ def save_checkpoint(name: str, path: Path, seed: int = 0, vocab_size: int = VOCA
     pytorch_model-0000i-of-0000k.bin files and pytorch_model.bin.index.json (pytorch_model.bin if k=1)."""
     model = make_model(name, seed, vocab_size)
     save = dict(CHECKPOINTS[name][2])
+    save.pop("random_biases", None)
     shards = save.pop("bin_shards", 0)
     if not shards:
         model.save_pretrained(path, **save)
@@ -130,12 +158,12 @@ def neuron_hooks(model, neuron_mask=None, edit=None):
 
 
 def forward(model, input_ids, attention_mask, neuron_mask=None, edit=None):
-    """logits [B, T, V] and neurons [B, M, T, F] as numpy float32. LLaMA gets position ids from the
-    attention mask (as HF generate does), so left padding is exact."""
+    """logits [B, T, V] and neurons [B, M, T, F] as numpy float32. Rotary models (all but BLOOM) get
+    position ids from the attention mask (as HF generate does), so left padding is exact."""
     ids = torch.tensor(np.asarray(input_ids), dtype=torch.long)
     mask = torch.tensor(np.asarray(attention_mask), dtype=torch.long)
     kwargs = {}
-    if model.config.model_type == "llama":
+    if model.config.model_type != "bloom":
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad(), neuron_hooks(model, neuron_mask, edit) as recorded:
         logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float().numpy()

@@ -1,9 +1,13 @@
-"""Flax BLOOM and LLaMA, and the registry that maps an HF `model_type` to them."""
+"""Flax BLOOM, LLaMA, Qwen2 and Qwen3, and the registry that maps an HF `model_type` to them: the only
+place that lists model types. Adding a family is its module (or spec fields of an existing one) and
+one entry here."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+import transformers
 
 from lingua_jax.models.bloom import BloomForCausalLM, BloomSpec
 from lingua_jax.models.llama import LlamaForCausalLM, LlamaSpec
@@ -11,31 +15,51 @@ from lingua_jax.models.llama import LlamaForCausalLM, LlamaSpec
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """One architecture: its spec, its Flax module, and how its HF checkpoint names tensors.
+    """One HF `model_type`: its HF config class, spec, Flax module, and how its checkpoint names tensors.
 
     `base_prefix` is the HF name of the backbone ("transformer." keys may also be stored without it);
-    `stack` is the scanned layer collection, stored in HF as `<stack>.<i>.`.
+    `stack` is the scanned layer collection, stored in HF as `<stack>.<i>.`. `variant`: spec fields
+    that the family fixes and its HF config does not state (Qwen2's q/k/v biases), set over
+    `spec_cls.from_hf(config)`.
     """
 
     name: str
+    config_cls: type[transformers.PretrainedConfig]
     spec_cls: type
     module_cls: type
     base_prefix: str
     stack: str
+    variant: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+
+    def spec(self, config: transformers.PretrainedConfig) -> Any:
+        """The spec of an HF config of this family."""
+        return dataclasses.replace(self.spec_cls.from_hf(config), **self.variant)
 
 
 FAMILIES = {
-    "bloom": Family("bloom", BloomSpec, BloomForCausalLM, base_prefix="transformer", stack="h"),
-    "llama": Family("llama", LlamaSpec, LlamaForCausalLM, base_prefix="model", stack="layers"),
+    "bloom": Family("bloom", transformers.BloomConfig, BloomSpec, BloomForCausalLM, base_prefix="transformer",
+                    stack="h"),
+    "llama": Family("llama", transformers.LlamaConfig, LlamaSpec, LlamaForCausalLM, base_prefix="model",
+                    stack="layers"),
+    "qwen2": Family("qwen2", transformers.Qwen2Config, LlamaSpec, LlamaForCausalLM, base_prefix="model",
+                    stack="layers", variant=dict(qkv_bias=True, o_proj_bias=False)),
+    "qwen3": Family("qwen3", transformers.Qwen3Config, LlamaSpec, LlamaForCausalLM, base_prefix="model",
+                    stack="layers", variant=dict(qk_norm=True)),
 }
+
+
+def family_named(model_type: str | None, where: str = "") -> Family:
+    """The Family of an HF `model_type`; for any other a clear error, naming `where` it was read."""
+    if model_type not in FAMILIES:
+        raise ValueError(f"unsupported model_type {model_type!r}{f' in {where}' if where else ''}: "
+                         f"lingua_jax supports {sorted(FAMILIES)}")
+    return FAMILIES[model_type]
 
 
 def family_of(config: Any) -> Family:
     """The Family for an HF config; a clear error for any other model_type."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
-        raise ValueError(f"unsupported model_type {model_type!r}: lingua_jax supports {sorted(FAMILIES)}")
-    return FAMILIES[model_type]
+    return family_named(getattr(config, "model_type", None))
 
 
-__all__ = ["FAMILIES", "Family", "family_of", "BloomForCausalLM", "BloomSpec", "LlamaForCausalLM", "LlamaSpec"]
+__all__ = ["FAMILIES", "Family", "family_named", "family_of", "BloomForCausalLM", "BloomSpec", "LlamaForCausalLM",
+           "LlamaSpec"]

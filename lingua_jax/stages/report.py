@@ -16,7 +16,7 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
 
     hf = checkpoints.load_config(ctx.source.path)
     family = family_of(hf)
-    spec = family.spec_cls.from_hf(hf)
+    spec = family.spec(hf)
     c, model = ctx.config.corpus, ctx.config.model
     source = ctx.source
     provenance = report.Provenance(

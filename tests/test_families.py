@@ -1,0 +1,228 @@
+"""Qwen2, Qwen3 and LLaMA with scaled RoPE ("llama3", "linear") against PyTorch transformers on tiny
+random checkpoints (float32, 1e-4), and the registry of families.
+
+Each feature's test has two halves: ours equals PyTorch, and PyTorch without the feature (biases zeroed,
+q/k norms removed, RoPE unscaled) differs by > 1e-2, so ours would fail without it.
+"""
+
+import copy
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import lingua_jax as lj
+import torch_reference as ref
+from lingua_jax import checkpoints, data, extract, generation, sharding, throughput
+from lingua_jax.models import FAMILIES, LlamaSpec, family_named
+from test_generation import NEW, hf_greedy, left_padded_prompts
+from test_models import padded_batch, valid
+from test_sharding import VOCAB as MESH_VOCAB, assert_close, batch
+
+ATOL = 1e-4
+NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear"]
+LONG = (40, 23, 1, 30)  # longer than llama3's original 16 positions
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            path = checkpoint(name)
+            cache[name] = (lj.load_pretrained(path), ref.load_model(path))
+        return cache[name]
+
+    return get
+
+
+def assert_matches(out, logits, neurons, mask):
+    """Our `out` (capture="full") against PyTorch's logits [B, T, V] and neurons [B, M, T, F] on real tokens;
+    returns the max errors (logits, neurons)."""
+    ours = valid(np.swapaxes(np.asarray(out.neurons), 1, 2), mask)  # [tokens, M, F]
+    theirs = valid(np.swapaxes(neurons, 1, 2), mask)
+    np.testing.assert_allclose(valid(out.logits, mask), valid(logits, mask), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=0)
+    return np.abs(valid(out.logits, mask) - valid(logits, mask)).max(), np.abs(ours - theirs).max()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_logits_and_neurons_match_pytorch(models, name, side):
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(0, LONG, side)
+    out = lm(ids, mask, capture="full")
+    logits, neurons = ref.forward(torch_model, ids, mask)
+    assert np.abs(logits).max() > 1.0, "the reference logits are too small for the test to mean anything"
+    assert out.neurons.shape == (4, lm.num_layers, ids.shape[1], lm.num_neurons)
+    errors = assert_matches(out, logits, neurons, mask)
+    print(f"{name} {side}: max |error| logits {errors[0]:.2g}, neurons {errors[1]:.2g}")
+
+
+def zero_biases(model):
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith(".bias"):
+                p.zero_()
+
+
+def drop_qk_norms(model):
+    for layer in model.model.layers:
+        layer.self_attn.q_norm = layer.self_attn.k_norm = torch.nn.Identity()
+
+
+def unscaled_rope(model):
+    config = copy.deepcopy(model.config)
+    config.rope_parameters = {"rope_type": "default", "rope_theta": config.rope_parameters["rope_theta"]}
+    model.model.rotary_emb = type(model.model.rotary_emb)(config)
+
+
+REMOVALS = {"biases": zero_biases, "q/k norms": drop_qk_norms, "rope scaling": unscaled_rope}
+FEATURES = [("qwen2", "biases"), ("qwen3", "biases"), ("qwen3", "q/k norms"), ("llama_rope_llama3", "rope scaling"),
+            ("llama_rope_linear", "rope scaling")]
+
+
+@pytest.mark.parametrize("name, feature", FEATURES)
+def test_each_feature_changes_pytorch_logits(models, name, feature):
+    """The second half of the parity tests above: without the feature PyTorch's logits change by > 1e-2
+    on the long batch (so ours, within 1e-4 of them, implement it)."""
+    _, torch_model = models(name)
+    ids, mask = padded_batch(0, LONG, "left")
+    logits, _ = ref.forward(torch_model, ids, mask)
+    without = copy.deepcopy(torch_model)
+    REMOVALS[feature](without)
+    changed, _ = ref.forward(without, ids, mask)
+    assert np.abs(valid(changed - logits, mask)).max() > 1e-2
+
+
+def test_qwen3_shapes_follow_its_config(models):
+    lm, torch_model = models("qwen3")
+    assert lm.spec.head_dim == 16 != lm.spec.hidden_size // lm.spec.num_heads
+    attention = lm.params["model"]["layers"]["self_attn"]
+    assert attention["q_proj"]["kernel"].shape == (2, 48, 4 * 16)
+    assert attention["q_norm"]["weight"].shape == attention["k_norm"]["weight"].shape == (2, 16)
+    assert "bias" in attention["o_proj"] and "bias" not in lm.params["model"]["layers"]["mlp"]["up_proj"]
+    matrices = sum(p.numel() for p in torch_model.model.layers.parameters() if p.ndim == 2)
+    assert throughput.weight_flops_per_token(lm.spec) == 2 * matrices
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_neuron_mask_matches_pytorch_hook(models, name):
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(2, LONG, side="left")
+    neuron_mask = np.random.RandomState(0).rand(lm.num_layers, lm.num_neurons) < 0.3
+    out = lm(ids, mask, neuron_mask=neuron_mask, capture="full")
+    logits, neurons = ref.forward(torch_model, ids, mask, neuron_mask=neuron_mask)
+    unmasked, _ = ref.forward(torch_model, ids, mask)
+    assert np.abs(valid(logits - unmasked, mask)).max() > 1e-2, "the mask should change the logits"
+    assert_matches(out, logits, neurons, mask)
+    assert np.all(np.swapaxes(np.asarray(out.neurons), 1, 2)[:, :, neuron_mask] == 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_greedy_equals_transformers_generate(models, name):
+    """Left-padded prompts of up to 20 tokens and 8 new ones (positions past llama3's original 16), with
+    and without a neuron mask, token for token."""
+    lm, torch_model = models(name)
+    ids, mask = left_padded_prompts(0, (20, 12, 3))
+    ours = generation.greedy(lm, ids, mask, NEW)
+    np.testing.assert_array_equal(ours, hf_greedy(torch_model, ids, mask))
+    neuron_mask = np.random.RandomState(0).rand(lm.num_layers, lm.num_neurons) < 0.5
+    masked = generation.greedy(lm, ids, mask, NEW, neuron_mask=neuron_mask)
+    np.testing.assert_array_equal(masked, hf_greedy(torch_model, ids, mask, neuron_mask))
+    assert not np.array_equal(masked, ours), "the mask should change some generated token"
+
+
+@pytest.fixture(scope="module")
+def sentences():
+    corpus = data.bundled_sample(("en", "fr", "zh")).select(8, seed=0)
+    return corpus, data.train_bpe_tokenizer(data.bundled_sample().texts, 300)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_packed_rows_equal_one_sentence_at_a_time(checkpoint, sentences, name):
+    corpus, tokenizer = sentences
+    lm = lj.load_pretrained(checkpoint(name, 300))
+    acts = extract.extract(lm, tokenizer, corpus, batch_size=2, pack=True, max_length=64)
+    assert acts.metadata["packed"] and max(acts.metadata["segments_per_row"]) > 1
+    lengths = []
+    for i, text in enumerate(corpus.texts):
+        ids = np.asarray([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        lengths.append(ids.shape[1])
+        np.testing.assert_allclose(acts.acts[i], lm.pooled(ids)[0], atol=1e-5, rtol=1e-5)
+    assert max(lengths) > 16, "some sentence should reach past llama3's original context"
+
+
+@pytest.mark.parametrize("shape, kv_shards", [((4, 2), 2), ((2, 4), 1)])
+def test_qwen2_on_a_mesh_equals_one_device(checkpoint, shape, kv_shards):
+    """q/k/v biases column-split with their kernels (k/v's 2 heads split over a model axis of 2, replicated
+    over 4)."""
+    assert len(jax.devices()) == 8
+    path = checkpoint("qwen2", MESH_VOCAB)
+    single, lm = lj.load_pretrained(path), lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
+    ids, mask = batch()
+    neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
+    reference, out = single(ids, mask, capture="pooled"), lm(ids, mask, capture="pooled")
+    assert_close(out.logits, reference.logits)
+    assert_close(out.neurons, reference.neurons)
+    assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, single(ids, mask, neuron_mask=neuron_mask).logits)
+    attention = lm.params["model"]["layers"]["self_attn"]
+    assert attention["q_proj"]["bias"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    assert attention["q_proj"]["bias"].addressable_shards[0].data.shape == (2, 4 * 8 // shape[1])
+    assert attention["k_proj"]["bias"].addressable_shards[0].data.shape == (2, 2 * 8 // kv_shards)
+
+
+ROPES = [
+    dict(rope_type="default", rope_theta=10000.0),
+    dict(rope_type="linear", rope_theta=500.0, factor=2.5),
+    dict(rope_type="linear", rope_theta=1e6, factor=8.0),
+    dict(rope_type="llama3", rope_theta=30.0, factor=4.0, low_freq_factor=1.0, high_freq_factor=2.0,
+         original_max_position_embeddings=16),
+    # LLaMA 3.1's own settings
+    dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+         original_max_position_embeddings=8192),
+]
+
+
+@pytest.mark.parametrize("rope", ROPES, ids=lambda r: f"{r['rope_type']}-{r['rope_theta']:g}")
+@pytest.mark.parametrize("head_dim", [8, 64, 128])
+def test_inverse_frequencies_equal_transformers(rope, head_dim):
+    """Against transformers' own rotary embedding (its inv_freq buffer), for heads up to LLaMA's 128."""
+    config = transformers.LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, rope_parameters=dict(rope))
+    theirs = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding(config).inv_freq.numpy()
+    ours = LlamaSpec.from_hf(config).rope.inverse_frequencies(head_dim)
+    assert ours.dtype == np.float32 and ours.shape == (head_dim // 2,)
+    assert np.all(np.abs(ours - theirs) <= np.spacing(theirs)), "more than an ulp apart"  # XLA's pow vs torch's
+    print(f"{rope['rope_type']} theta {rope['rope_theta']:g} hd {head_dim}: "
+          f"{int((ours != theirs).sum())} of {ours.size} differ by an ulp")
+
+
+@pytest.mark.parametrize("rope_type, fields", [("dynamic", dict(factor=2.0)),
+                                               ("yarn", dict(factor=2.0, original_max_position_embeddings=16))])
+def test_unimplemented_rope_types_are_clear_errors(rope_type, fields):
+    config = transformers.LlamaConfig(rope_parameters=dict(rope_type=rope_type, rope_theta=10000.0, **fields))
+    with pytest.raises(NotImplementedError, match=f"rope_type '{rope_type}'"):
+        lj.lm.build_module(config)
+
+
+def test_sliding_window_is_a_clear_error():
+    config = transformers.Qwen2Config(num_hidden_layers=2, use_sliding_window=True, max_window_layers=1)
+    with pytest.raises(NotImplementedError, match="sliding-window"):
+        lj.lm.build_module(config)
+
+
+def test_registry_is_keyed_by_model_type(checkpoint):
+    for model_type, family in FAMILIES.items():
+        assert family.name == model_type == family.config_cls.model_type
+    config = checkpoints.load_config(checkpoint("qwen2"))
+    assert type(config) is transformers.Qwen2Config
+    spec = family_named("qwen2").spec(config)
+    assert (spec.qkv_bias, spec.o_proj_bias, spec.qk_norm) == (True, False, False)
+    qwen3 = throughput.hf_config("qwen3", vocab_size=50, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, head_dim=4)
+    assert lj.lm.build_module(qwen3)[0].spec.qk_norm
+    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2': lingua_jax supports \['bloom', 'llama'"):
+        family_named("gpt2")
