@@ -93,8 +93,9 @@ def tiny_random(family: str) -> ml_collections.ConfigDict:
 
 def paper_model(hub_id: str, family: str, mesh: tuple[int, int] = (-1, 1), fsdp: bool = False
                 ) -> ml_collections.ConfigDict:
-    """One of the paper's models with the paper's protocol: FLORES-200 (100 sentences x 9 languages),
-    tau = 2, XL-Sum validation[:500] windows of 2048 (BLOOM) / 4096 (LLaMA-2) tokens, bfloat16.
+    """One of the paper's models (or a later one) with the paper's protocol: FLORES-200 (100 sentences x 9
+    languages), tau = 2, XL-Sum validation[:500] windows of 2048 (BLOOM) / 4096 (LLaMA-2, and every later
+    family) tokens, bfloat16.
 
     `model.path` is the hub id (fetched into the Hugging Face cache, or found there when offline) or a
     local directory given on the command line; the data are read from the data directory, where
@@ -107,7 +108,7 @@ def paper_model(hub_id: str, family: str, mesh: tuple[int, int] = (-1, 1), fsdp:
     c.model.fsdp = fsdp
     c.corpus.kind = "flores"
     c.corpus.path = "@data/flores200_devtest"
-    c.ablation.seqlen = {"bloom": 2048, "llama": 4096}[family]
+    c.ablation.seqlen = 2048 if family == "bloom" else 4096
     c.results_dir = "results/" + hub_id.split("/")[-1]
     return c
 

@@ -237,3 +237,23 @@ def _paper_config(data_dir: Path):
     config = module.get_config()
     config.data_dir = str(data_dir)
     return config
+
+
+@pytest.mark.parametrize("config_name,hub_id,tiny", [("qwen3_8b", "Qwen/Qwen3-8B", "qwen3"),
+                                                     ("llama3_1_8b", "meta-llama/Llama-3.1-8B", "llama_rope_llama3")])
+def test_later_family_configs_run_as_written_from_the_offline_cache(config_name, hub_id, tiny, checkpoint, data_dir,
+                                                                   tmp_path):
+    """configs/qwen3_8b.py and configs/llama3_1_8b.py as written (hub id, bfloat16, the default mesh over
+    8 devices), with a tiny random checkpoint of that family in the cache under the config's hub id."""
+    home = tmp_path / "hf_home"
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoint(tiny, VOCAB), folder)
+    data.train_bpe_tokenizer(data.bundled_sample().texts, VOCAB).save_pretrained(folder)
+    fill_cache(home, hub_id, MAIN, folder_files(folder))
+    done = run("analyze.py", "--config", str(REPO / "configs" / f"{config_name}.py"), f"--data_dir={data_dir}",
+               f"--config.results_dir={tmp_path / 'results'}", f"--config.corpus.languages={','.join(LANGUAGES)}",
+               "--config.corpus.n=8", "--stages=extract,regions,report", env=offline(home))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = (tmp_path / "results" / "report" / "summary.md").read_text()
+    family = checkpoints.load_config(folder).model_type
+    assert f"| model | {hub_id} |" in summary and f"| family | {family} |" in summary and "SKLR" in summary
