@@ -1,11 +1,14 @@
-"""Qwen2, Qwen3 and LLaMA with scaled RoPE ("llama3", "linear") against PyTorch transformers on tiny
-random checkpoints (float32, 1e-4), and the registry of families.
+"""Qwen2, Qwen3, Mistral and LLaMA with scaled RoPE ("llama3", "linear") against PyTorch transformers on
+tiny random checkpoints (float32, 1e-4), and the registry of families. Sliding-window attention: Mistral
+(every layer, window 4) and Qwen2 with use_sliding_window (window 5 in layers 1 and 2 of 3), on
+sequences up to 40 tokens.
 
 Each feature's test has two halves: ours equals PyTorch, and PyTorch without the feature (biases zeroed,
-q/k norms removed, RoPE unscaled) differs by > 1e-2, so ours would fail without it.
+q/k norms removed, RoPE unscaled, no window) differs by > 1e-2, so ours would fail without it.
 """
 
 import copy
+import dataclasses
 
 import jax
 import numpy as np
@@ -22,8 +25,9 @@ from test_models import padded_batch, valid
 from test_sharding import VOCAB as MESH_VOCAB, assert_close, batch
 
 ATOL = 1e-4
-NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear"]
-LONG = (40, 23, 1, 30)  # longer than llama3's original 16 positions
+NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear", "mistral", "qwen2_sliding"]
+SLIDING = ["mistral", "qwen2_sliding"]
+LONG = (40, 23, 1, 30)  # longer than llama3's original 16 positions and than the sliding windows
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +84,20 @@ def unscaled_rope(model):
     model.model.rotary_emb = type(model.model.rotary_emb)(config)
 
 
-REMOVALS = {"biases": zero_biases, "q/k norms": drop_qk_norms, "rope scaling": unscaled_rope}
+def no_window(model):
+    """Full causal attention in every layer: Qwen2 slides in the layers that config.layer_types names
+    "sliding_attention", Mistral wherever config.sliding_window is set (both read at each forward; Qwen2
+    still builds its sliding mask, so its window stays set)."""
+    model.config.layer_types = ["full_attention"] * model.config.num_hidden_layers
+    if not hasattr(model.model, "has_sliding_layers"):  # Mistral
+        model.config.sliding_window = None
+
+
+REMOVALS = {"biases": zero_biases, "q/k norms": drop_qk_norms, "rope scaling": unscaled_rope,
+            "sliding window": no_window}
 FEATURES = [("qwen2", "biases"), ("qwen3", "biases"), ("qwen3", "q/k norms"), ("llama_rope_llama3", "rope scaling"),
-            ("llama_rope_linear", "rope scaling")]
+            ("llama_rope_linear", "rope scaling"), ("mistral", "sliding window"), ("qwen2_sliding", "sliding window"),
+            ("qwen2_sliding", "biases")]
 
 
 @pytest.mark.parametrize("name, feature", FEATURES)
@@ -208,10 +223,79 @@ def test_unimplemented_rope_types_are_clear_errors(rope_type, fields):
         lj.lm.build_module(config)
 
 
-def test_sliding_window_is_a_clear_error():
-    config = transformers.Qwen2Config(num_hidden_layers=2, use_sliding_window=True, max_window_layers=1)
-    with pytest.raises(NotImplementedError, match="sliding-window"):
-        lj.lm.build_module(config)
+def without_window(lm):
+    """`lm` with full causal attention in every layer (same weights)."""
+    spec = dataclasses.replace(lm.spec, sliding_window=None)
+    return lj.lm.LM(lm.module.clone(spec=spec), lm.params, lm.config, FAMILIES[lm.family])
+
+
+def test_sliding_layers_follow_the_config(models):
+    """Qwen2 slides in layers >= max_window_layers, only with use_sliding_window; Mistral in every layer
+    (its attention ignores layer_types, as transformers' does); no window: no sliding layer at all."""
+    def slides(config):
+        return lj.lm.build_module(config)[0].spec.layer_slides()
+
+    qwen2 = dict(num_hidden_layers=4, sliding_window=6, max_window_layers=1)
+    np.testing.assert_array_equal(slides(transformers.Qwen2Config(use_sliding_window=True, **qwen2)),
+                                  [False, True, True, True])
+    assert slides(transformers.Qwen2Config(use_sliding_window=False, **qwen2)) is None
+    assert slides(transformers.Qwen2Config(use_sliding_window=True, num_hidden_layers=2, max_window_layers=2)) is None
+    mistral = transformers.MistralConfig(num_hidden_layers=3, sliding_window=6,
+                                         layer_types=["full_attention", "sliding_attention", "full_attention"])
+    np.testing.assert_array_equal(slides(mistral), [True] * 3)
+    assert slides(transformers.MistralConfig(num_hidden_layers=3, sliding_window=None)) is None
+    assert lj.lm.build_module(mistral)[0].spec.sliding_window == 6
+    for name in NAMES:
+        assert (models(name)[0].spec.layer_slides() is not None) == (name in SLIDING)
+
+
+@pytest.mark.parametrize("name", SLIDING)
+def test_generation_past_the_window_equals_transformers(models, name):
+    """Prompts of 3 to 20 tokens and 8 new ones, all longer than the window: ours equals HF generate
+    (its sliding-window cache), and HF without the window generates other tokens."""
+    lm, torch_model = models(name)
+    ids, mask = left_padded_prompts(1, (20, 12, 3))
+    ours = generation.greedy(lm, ids, mask, NEW)
+    np.testing.assert_array_equal(ours, hf_greedy(torch_model, ids, mask))
+    full = copy.deepcopy(torch_model)
+    no_window(full)
+    assert not np.array_equal(hf_greedy(full, ids, mask), ours), "the window should change some generated token"
+
+
+@pytest.mark.parametrize("name", SLIDING)
+def test_window_changes_the_packed_sentences(checkpoint, sentences, name):
+    """The other half of test_packed_rows_equal_one_sentence_at_a_time for the sliding families: most of
+    its sentences are longer than the window, and without the window their neurons differ by > 1e-2."""
+    corpus, tokenizer = sentences
+    lm = lj.load_pretrained(checkpoint(name, 300))
+    token_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in corpus.texts]
+    lengths = np.asarray([len(t) for t in token_ids])
+    ids = np.zeros((len(token_ids), lengths.max()), np.int32)
+    for row, t in zip(ids, token_ids):
+        row[:len(t)] = t
+    mask = (np.arange(ids.shape[1]) < lengths[:, None]).astype(np.int32)
+    windowed, full = lm.pooled(ids, mask), without_window(lm).pooled(ids, mask)
+    long = lengths > lm.spec.sliding_window + 1
+    assert long.mean() > 0.5 and lengths.max() > 4 * lm.spec.sliding_window
+    assert np.abs(np.asarray(windowed - full)).max(axis=(1, 2))[long].min() > 1e-2
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (2, 4)])
+def test_mistral_on_a_mesh_equals_one_device(checkpoint, shape):
+    """Rows of 9 tokens (window 4), left and right padded, pooled neurons and logits, with and without a
+    mask; 8 query heads split over the model axis."""
+    assert len(jax.devices()) == 8
+    path = checkpoint("mistral", MESH_VOCAB)
+    single, lm = lj.load_pretrained(path), lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
+    ids, mask = batch()
+    neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
+    reference, out = single(ids, mask, capture="pooled"), lm(ids, mask, capture="pooled")
+    assert_close(out.logits, reference.logits)
+    assert_close(out.neurons, reference.neurons)
+    assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, single(ids, mask, neuron_mask=neuron_mask).logits)
+    q = lm.params["model"]["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert q.addressable_shards[0].data.shape == (2, 32, 8 * 8 // shape[1])
+    assert np.abs(np.asarray(without_window(single)(ids, mask).logits - reference.logits)).max() > 1e-2
 
 
 def test_registry_is_keyed_by_model_type(checkpoint):

@@ -64,6 +64,20 @@ CHECKPOINTS = {
         transformers.LlamaConfig,
         dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, rope_parameters=dict(rope_type="linear", rope_theta=500.0, factor=2.5)), {}),
+    # Sliding windows far shorter than the test sequences (up to 40 tokens). Mistral: every layer slides
+    # (window 4), head_dim 8 != 32 / 8, 8 query heads and 2 kv heads so that a model axis of 2 or 4
+    # splits them. Qwen2: window 5 in layers >= max_window_layers = 1 only (full, sliding, sliding).
+    "mistral": (
+        transformers.MistralConfig,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=8,
+             num_key_value_heads=2, head_dim=8, sliding_window=4,
+             rope_parameters=dict(rope_type="default", rope_theta=500.0)), {}),
+    "qwen2_sliding": (
+        transformers.Qwen2Config,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, use_sliding_window=True, sliding_window=5, max_window_layers=1,
+             rope_parameters=dict(rope_type="default", rope_theta=500.0)),
+        dict(random_biases=True)),
 }
 
 

@@ -1,4 +1,4 @@
-"""Flax BLOOM, LLaMA, Qwen2 and Qwen3, and the registry that maps an HF `model_type` to them: the only
+"""Flax BLOOM, LLaMA, Qwen2, Qwen3 and Mistral, and the registry that maps an HF `model_type` to them: the only
 place that lists model types. Adding a family is its module (or spec fields of an existing one) and
 one entry here."""
 
@@ -19,8 +19,8 @@ class Family:
 
     `base_prefix` is the HF name of the backbone ("transformer." keys may also be stored without it);
     `stack` is the scanned layer collection, stored in HF as `<stack>.<i>.`. `variant`: spec fields
-    that the family fixes and its HF config does not state (Qwen2's q/k/v biases), set over
-    `spec_cls.from_hf(config)`.
+    that the family fixes and its HF config does not state (Qwen2's q/k/v biases; Mistral's sliding window
+    in every layer, whatever `layer_types` its config may carry), set over `spec_cls.from_hf(config)`.
     """
 
     name: str
@@ -45,6 +45,8 @@ FAMILIES = {
                     stack="layers", variant=dict(qkv_bias=True, o_proj_bias=False)),
     "qwen3": Family("qwen3", transformers.Qwen3Config, LlamaSpec, LlamaForCausalLM, base_prefix="model",
                     stack="layers", variant=dict(qk_norm=True)),
+    "mistral": Family("mistral", transformers.MistralConfig, LlamaSpec, LlamaForCausalLM, base_prefix="model",
+                      stack="layers", variant=dict(sliding_layers=None)),
 }
 
 

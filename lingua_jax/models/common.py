@@ -51,6 +51,14 @@ class Layout:
             cache_index=cache_index,
         )
 
+    def windowed_mask(self, window: int) -> jax.Array:
+        """`mask` [B, 1, T, S] narrowed to a sliding window of `window` tokens: a query at position i also
+        needs key position j > i - window (transformers' `sliding_window_overlay`, `kv_idx > q_idx -
+        sliding_window`). Positions count real tokens (within each packed sentence), so with padding or
+        packing this is the window transformers applies to the sentence alone."""
+        near = self.key_positions[:, None, None, :] > self.query_positions[:, None, :, None] - window
+        return self.mask & near
+
     def update(self, cache: tuple[jax.Array, jax.Array] | None, k: jax.Array, v: jax.Array):
         """Write the new keys/values [B, T, KV, hd] into the layer's cache [B, S, KV, hd] (if any);
         returns the keys and values to attend over and the updated cache."""
@@ -200,9 +208,10 @@ class NeuronHook(nn.Module):
 def layer_stack(block: type[nn.Module], num_layers: int) -> type[nn.Module]:
     """`block` scanned over layers: params and sown intermediates stack on a leading [M] axis.
 
-    The block's call is `(hidden, (layer_edit, layer_cache), layout) -> (hidden, new_layer_cache)`:
+    The block's call is `(hidden, (layer_edit, layer_cache, ...), layout) -> (hidden, new_layer_cache)`:
     `layer_edit` is the layer's slice of `layer_interventions(...)`, `layer_cache` its (k, v) slice of the KV
-    cache [M, B, S, KV, hd] (either may be None), and the Layout is shared by every layer.
+    cache [M, B, S, KV, hd] (either may be None), any further entries other per-layer inputs of the family
+    (LLaMA's sliding flag, [M] -> a scalar), and the Layout is shared by every layer.
     """
     return nn.scan(
         block,

@@ -1,12 +1,13 @@
-"""LLaMA (2 and 3) and its variants Qwen2 and Qwen3 in Flax linen, with the semantics of transformers'
-LlamaForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM.
+"""LLaMA (2 and 3) and its variants Qwen2, Qwen3 and Mistral in Flax linen, with the semantics of
+transformers' LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM and MistralForCausalLM.
 
 Parameter names mirror the HF checkpoint (model.embed_tokens, layers.<i>.self_attn.q_proj,
 mlp.gate_proj, ..., lm_head). Neurons are SiLU(gate_proj x) * up_proj x, the input of down_proj,
 F = intermediate_size. Grouped-query attention when num_key_value_heads < num_attention_heads. The
 variants differ only in spec fields: Qwen2 has biases on q/k/v_proj (not o_proj), Qwen3 an RMSNorm over
 each query and key head (q_norm, k_norm) before the rotary embedding; the rotary embedding may be scaled
-(`Rope`).
+(`Rope`). Mistral (and Qwen2/Qwen3 with use_sliding_window) attend through a sliding window in some or
+all layers (`LlamaSpec.sliding_window`).
 """
 
 from __future__ import annotations
@@ -84,11 +85,17 @@ class Rope:
 
 @dataclasses.dataclass(frozen=True)
 class LlamaSpec:
-    """The architecture fields of a LlamaConfig (Qwen2Config, Qwen3Config) that the forward depends on.
+    """The architecture fields of a LlamaConfig (Qwen2Config, Qwen3Config, MistralConfig) that the forward
+    depends on.
 
     `qkv_bias` / `o_proj_bias`: biases on the q, k, v projections / on o_proj (LLaMA's and Qwen3's
     attention_bias sets both; Qwen2 has the first only). `qk_norm`: Qwen3's per-head RMSNorm of queries
     and keys. `head_dim` may differ from hidden_size / num_heads (Qwen3).
+
+    `sliding_window` W (None: none): in a sliding layer a query at real-token position i sees the keys at
+    positions i - W < j <= i only (transformers' `sliding_window_overlay`: kv_idx > q_idx - sliding_window,
+    on top of the causal mask). `sliding_layers` says which layers slide, one bool per layer (from the
+    config's `layer_types`); None means every layer (Mistral, whose attention ignores `layer_types`).
     """
 
     vocab_size: int
@@ -106,14 +113,17 @@ class LlamaSpec:
     qk_norm: bool = False
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
+    sliding_window: int | None = None
+    sliding_layers: tuple[bool, ...] | None = None
 
     @classmethod
     def from_hf(cls, config: Any) -> "LlamaSpec":
         """The fields an HF config states; a family's architecture facts come from its registry entry."""
         if config.hidden_act not in ACTIVATIONS:
             raise ValueError(f"unsupported hidden_act {config.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
-        if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
-            raise NotImplementedError("sliding-window attention (use_sliding_window) is not implemented")
+        window = getattr(config, "sliding_window", None)  # Qwen2Config sets it to None without use_sliding_window
+        layer_types = getattr(config, "layer_types", None)
+        sliding_layers = None if layer_types is None else tuple(t == "sliding_attention" for t in layer_types)
         heads = config.num_attention_heads
         bias = getattr(config, "attention_bias", False)
         return cls(
@@ -131,7 +141,18 @@ class LlamaSpec:
             o_proj_bias=bias,
             mlp_bias=getattr(config, "mlp_bias", False),
             tie_word_embeddings=getattr(config, "tie_word_embeddings", False),
+            sliding_window=window,
+            sliding_layers=sliding_layers,
         )
+
+    def layer_slides(self) -> np.ndarray | None:
+        """bool [M]: which layers attend through the window; None when none does (no window)."""
+        if self.sliding_window is None:
+            return None
+        slides = np.ones(self.num_layers, bool) if self.sliding_layers is None else np.asarray(self.sliding_layers)
+        if slides.shape != (self.num_layers,):
+            raise ValueError(f"{len(slides)} layer types for {self.num_layers} layers")
+        return slides if slides.any() else None
 
     @property
     def num_neurons(self) -> int:
@@ -158,8 +179,9 @@ class LlamaAttention(nn.Module):
     dtype: Any
 
     @nn.compact
-    def __call__(self, x, layout: common.Layout, cache):
-        """x [B, T, D] -> ([B, T, D] without the residual, updated layer cache or None)."""
+    def __call__(self, x, layout: common.Layout, cache, slides=None):
+        """x [B, T, D] -> ([B, T, D] without the residual, updated layer cache or None). `slides`: bool
+        scalar, this layer attends through `spec.sliding_window` (None: it does not)."""
         b, t, _ = x.shape
         s = self.spec
         dense = lambda n, bias, name: nn.Dense(n, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype,
@@ -172,7 +194,10 @@ class LlamaAttention(nn.Module):
         cos, sin = rotary_tables(layout.query_positions, s.rope.inverse_frequencies(s.head_dim))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         k, v, cache = layout.update(cache, k, heads(s.num_kv_heads, "v_proj"))
-        context = common.dot_product_attention(q, k, v, layout.mask, causal=layout.cache_index is None)
+        mask = layout.mask
+        if slides is not None:
+            mask = jnp.where(slides, layout.windowed_mask(s.sliding_window), mask)
+        context = common.dot_product_attention(q, k, v, mask, causal=layout.cache_index is None)
         out = dense(s.hidden_size, s.o_proj_bias, "o_proj")(context.reshape(b, t, s.num_heads * s.head_dim))
         return out, cache
 
@@ -201,10 +226,10 @@ class LlamaDecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, hidden, layer_inputs, layout: common.Layout):
-        layer_edit, cache = layer_inputs
+        layer_edit, cache, slides = layer_inputs
         norm = lambda name: common.RMSNorm(self.spec.rms_norm_eps, self.dtype, name=name)
         attended, cache = LlamaAttention(self.spec, self.dtype, name="self_attn")(
-            norm("input_layernorm")(hidden), layout, cache)
+            norm("input_layernorm")(hidden), layout, cache, slides)
         hidden = hidden + attended
         hidden = hidden + LlamaMLP(self.spec, self.dtype, self.capture, name="mlp")(
             norm("post_attention_layernorm")(hidden), layer_edit, layout.token_mask)
@@ -225,7 +250,9 @@ class LlamaModel(nn.Module):
         self.norm = common.RMSNorm(s.rms_norm_eps, self.dtype)
 
     def __call__(self, input_ids, layout, layer_edits, cache, final_norm: bool):
-        hidden, cache = self.layers(self.embed_tokens(input_ids), (layer_edits, cache), layout)
+        slides = self.spec.layer_slides()  # bool [M], scanned with the layers (one compiled body), or None
+        slides = None if slides is None else jnp.asarray(slides)
+        hidden, cache = self.layers(self.embed_tokens(input_ids), (layer_edits, cache, slides), layout)
         return (self.norm(hidden) if final_norm else hidden), cache
 
     def attend(self, hidden):
