@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from lingua_jax import checkpoints, evaluate, plots
 from lingua_jax.lm import LM
-from lingua_jax.models import BloomSpec, LlamaSpec, family_named
+from lingua_jax.models import BloomSpec, GemmaSpec, LlamaSpec, family_named
 
 STAGES = ("pooled", "logits", "perplexity")
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -74,7 +74,7 @@ def weight_flops_per_token(spec: BloomSpec | LlamaSpec) -> int:
     d = spec.hidden_size
     if isinstance(spec, BloomSpec):
         per_layer = 3 * d * d + d * d + 2 * d * spec.num_neurons
-    elif isinstance(spec, LlamaSpec):
+    elif isinstance(spec, (LlamaSpec, GemmaSpec)):
         q, kv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         per_layer = d * q + 2 * d * kv + q * d + 3 * d * spec.intermediate_size
     else:

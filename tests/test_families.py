@@ -1,10 +1,10 @@
-"""Qwen2, Qwen3, Mistral and LLaMA with scaled RoPE ("llama3", "linear") against PyTorch transformers on
-tiny random checkpoints (float32, 1e-4), and the registry of families. Sliding-window attention: Mistral
-(every layer, window 4) and Qwen2 with use_sliding_window (window 5 in layers 1 and 2 of 3), on
-sequences up to 40 tokens.
+"""Qwen2, Qwen3, Mistral, Gemma 2 and LLaMA with scaled RoPE ("llama3", "linear") against PyTorch
+transformers on tiny random checkpoints (float32, 1e-4), and the registry of families. Sliding-window
+attention: Mistral (every layer, window 4), Qwen2 with use_sliding_window (window 5 in layers 1 and 2 of
+3) and Gemma 2 (window 4 in layers 0 and 2 of 3), on sequences up to 40 tokens.
 
 Each feature's test has two halves: ours equals PyTorch, and PyTorch without the feature (biases zeroed,
-q/k norms removed, RoPE unscaled, no window) differs by > 1e-2, so ours would fail without it.
+q/k norms removed, RoPE unscaled, no window, no soft caps) differs by > 1e-2, so ours would fail without it.
 """
 
 import copy
@@ -25,8 +25,8 @@ from test_models import padded_batch, valid
 from test_sharding import VOCAB as MESH_VOCAB, assert_close, batch
 
 ATOL = 1e-4
-NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear", "mistral", "qwen2_sliding"]
-SLIDING = ["mistral", "qwen2_sliding"]
+NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear", "mistral", "qwen2_sliding", "gemma2"]
+SLIDING = ["mistral", "qwen2_sliding", "gemma2"]
 LONG = (40, 23, 1, 30)  # longer than llama3's original 16 positions and than the sliding windows
 
 
@@ -85,19 +85,32 @@ def unscaled_rope(model):
 
 
 def no_window(model):
-    """Full causal attention in every layer: Qwen2 slides in the layers that config.layer_types names
-    "sliding_attention", Mistral wherever config.sliding_window is set (both read at each forward; Qwen2
-    still builds its sliding mask, so its window stays set)."""
+    """Full causal attention in every layer: Qwen2 and Gemma 2 slide in the layers that config.layer_types
+    names "sliding_attention", Mistral wherever config.sliding_window is set (both read at each forward;
+    Qwen2 and Gemma 2 still build their sliding masks, so their window stays set)."""
     model.config.layer_types = ["full_attention"] * model.config.num_hidden_layers
-    if not hasattr(model.model, "has_sliding_layers"):  # Mistral
+    if model.config.model_type == "mistral":
         model.config.sliding_window = None
 
 
+def no_attention_softcap(model):
+    """Gemma 2's attention scores uncapped (each attention reads its cap at construction)."""
+    for layer in model.model.layers:
+        layer.self_attn.attn_logit_softcapping = None
+
+
+def no_final_softcap(model):
+    """Gemma 2's logits uncapped (read from the config at each forward)."""
+    model.config.final_logit_softcapping = None
+
+
 REMOVALS = {"biases": zero_biases, "q/k norms": drop_qk_norms, "rope scaling": unscaled_rope,
-            "sliding window": no_window}
+            "sliding window": no_window, "attention soft-cap": no_attention_softcap,
+            "final soft-cap": no_final_softcap}
 FEATURES = [("qwen2", "biases"), ("qwen3", "biases"), ("qwen3", "q/k norms"), ("llama_rope_llama3", "rope scaling"),
             ("llama_rope_linear", "rope scaling"), ("mistral", "sliding window"), ("qwen2_sliding", "sliding window"),
-            ("qwen2_sliding", "biases")]
+            ("qwen2_sliding", "biases"), ("gemma2", "sliding window"), ("gemma2", "attention soft-cap"),
+            ("gemma2", "final soft-cap")]
 
 
 @pytest.mark.parametrize("name, feature", FEATURES)
@@ -308,5 +321,58 @@ def test_registry_is_keyed_by_model_type(checkpoint):
     qwen3 = throughput.hf_config("qwen3", vocab_size=50, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                                  num_attention_heads=2, num_key_value_heads=1, head_dim=4)
     assert lj.lm.build_module(qwen3)[0].spec.qk_norm
-    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2': lingua_jax supports \['bloom', 'llama'"):
+    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2': lingua_jax supports \['bloom', 'gemma2', 'llama'"):
         family_named("gpt2")
+
+
+def test_gemma2_follows_its_config(models):
+    """head_dim 16 != 32 / 4, four (1 + weight) norms per layer, a tied head, alternating layer types; the
+    FLOP count covers its matmuls."""
+    lm, torch_model = models("gemma2")
+    assert lm.spec.head_dim == 16 != lm.spec.hidden_size // lm.spec.num_heads != lm.spec.query_pre_attn_scalar
+    np.testing.assert_array_equal(lm.spec.layer_slides(), [True, False, True])
+    layers = lm.params["model"]["layers"]
+    assert sorted(k for k in layers if k.endswith("layernorm")) == [
+        "input_layernorm", "post_attention_layernorm", "post_feedforward_layernorm", "pre_feedforward_layernorm"]
+    assert "lm_head" not in lm.params and lm.spec.tie_word_embeddings
+    matrices = sum(p.numel() for p in torch_model.model.layers.parameters() if p.ndim == 2)
+    assert throughput.weight_flops_per_token(lm.spec) == 2 * matrices
+
+
+def test_gemma2_scoring_uses_the_capped_logits(models):
+    """The final soft-cap applies wherever logits are computed: the chunked log-probabilities of `evaluate`
+    (7 positions per chunk) equal those of PyTorch's capped logits, and differ from the uncapped ones."""
+    from lingua_jax import evaluate
+    lm, torch_model = models("gemma2")
+    ids, mask = padded_batch(0, LONG, "right")
+    targets = np.roll(ids, -1, axis=1)
+    scored = (mask * np.roll(mask, -1, axis=1)).astype(bool)
+    ours = np.asarray(evaluate._logprob_sums(lm.module, lm.params, ids, mask, targets, scored, None,
+                                             np.zeros(len(ids), np.int32), chunk=7)).sum(axis=1)
+
+    def reference(model):
+        logits, _ = ref.forward(model, ids, mask)
+        logp = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), -1).numpy()
+        return np.where(scored, np.take_along_axis(logp, targets[..., None], -1)[..., 0], 0).sum(axis=1)
+
+    np.testing.assert_allclose(ours, reference(torch_model), atol=1e-3, rtol=0)
+    uncapped = copy.deepcopy(torch_model)
+    no_final_softcap(uncapped)
+    assert np.abs(reference(uncapped) - ours).max() > 1e-1
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (2, 4)])
+def test_gemma2_on_a_mesh_equals_one_device(checkpoint, shape):
+    """Pooled neurons and logits, with and without a mask; 4 query heads split over the model axis, 2 kv
+    heads split over 2 and replicated over 4; the (1 + weight) norms replicated."""
+    assert len(jax.devices()) == 8
+    path = checkpoint("gemma2", MESH_VOCAB)
+    single, lm = lj.load_pretrained(path), lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
+    ids, mask = batch()
+    neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
+    reference, out = single(ids, mask, capture="pooled"), lm(ids, mask, capture="pooled")
+    assert_close(out.logits, reference.logits)
+    assert_close(out.neurons, reference.neurons)
+    assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, single(ids, mask, neuron_mask=neuron_mask).logits)
+    q = lm.params["model"]["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert q.addressable_shards[0].data.shape == (3, 32, 4 * 16 // shape[1])

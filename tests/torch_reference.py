@@ -78,6 +78,14 @@ CHECKPOINTS = {
              num_key_value_heads=2, use_sliding_window=True, sliding_window=5, max_window_layers=1,
              rope_parameters=dict(rope_type="default", rope_theta=500.0)),
         dict(random_biases=True)),
+    # Gemma 2: head_dim 16 != 32 / 4, query_pre_attn_scalar 12 != 16, soft caps that bite (attention 5,
+    # logits 3), window 4 in layers 0 and 2 of 3 (sliding, full, sliding), tied head, gelu tanh GeGLU.
+    "gemma2": (
+        transformers.Gemma2Config,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=12, attn_logit_softcapping=5.0,
+             final_logit_softcapping=3.0, sliding_window=4,
+             rope_parameters=dict(rope_type="default", rope_theta=500.0)), {}),
 }
 
 

@@ -1,4 +1,4 @@
-"""Flax BLOOM, LLaMA, Qwen2, Qwen3 and Mistral, and the registry that maps an HF `model_type` to them: the only
+"""Flax BLOOM, LLaMA, Qwen2, Qwen3, Mistral and Gemma 2, and the registry that maps an HF `model_type` to them: the only
 place that lists model types. Adding a family is its module (or spec fields of an existing one) and
 one entry here."""
 
@@ -10,6 +10,7 @@ from typing import Any
 import transformers
 
 from lingua_jax.models.bloom import BloomForCausalLM, BloomSpec
+from lingua_jax.models.gemma import GemmaForCausalLM, GemmaSpec
 from lingua_jax.models.llama import LlamaForCausalLM, LlamaSpec
 
 
@@ -47,6 +48,8 @@ FAMILIES = {
                     stack="layers", variant=dict(qk_norm=True)),
     "mistral": Family("mistral", transformers.MistralConfig, LlamaSpec, LlamaForCausalLM, base_prefix="model",
                       stack="layers", variant=dict(sliding_layers=None)),
+    "gemma2": Family("gemma2", transformers.Gemma2Config, GemmaSpec, GemmaForCausalLM, base_prefix="model",
+                     stack="layers"),
 }
 
 
@@ -63,5 +66,5 @@ def family_of(config: Any) -> Family:
     return family_named(getattr(config, "model_type", None))
 
 
-__all__ = ["FAMILIES", "Family", "family_named", "family_of", "BloomForCausalLM", "BloomSpec", "LlamaForCausalLM",
-           "LlamaSpec"]
+__all__ = ["FAMILIES", "Family", "family_named", "family_of", "BloomForCausalLM", "BloomSpec", "GemmaForCausalLM",
+           "GemmaSpec", "LlamaForCausalLM", "LlamaSpec"]

@@ -12,6 +12,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Capture = Literal["none", "pooled", "full", "active"]
 Output = Literal["logits", "hidden", "none"]
@@ -78,12 +79,14 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
 
 def dot_product_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, bias: jax.Array | None = None,
-    causal: bool = False,
+    causal: bool = False, scale: float | None = None, softcap: float | None = None,
 ) -> jax.Array:
     """Softmax attention with grouped key/value heads, scores and softmax in float32.
 
     q [B, T, H, hd]; k, v [B, S, KV, hd] with H % KV == 0 (query head h uses kv head h // (H / KV), as
     HF's repeat_kv); mask bool [B, 1, T, S]; bias float [B, H, 1, S] or None. Returns [B, T, H, hd].
+    Scores are q . k * `scale` (None: 1 / sqrt(hd)), then, with a `softcap` c, tanh(scores / c) * c
+    (Gemma 2's attention logit soft-capping), then + bias, then masked.
 
     `causal` promises that S == T and that `mask` hides every key after its query (true without a KV
     cache): queries then go QUERY_BLOCK at a time, each block over the keys up to its last query only,
@@ -91,24 +94,28 @@ def dot_product_attention(
     """
     t = q.shape[1]
     if not causal or t <= QUERY_BLOCK:
-        return _attend(q, k, v, mask, bias)
+        return _attend(q, k, v, mask, bias, scale, softcap)
     if k.shape[1] != t:
         raise ValueError(f"causal attention needs as many keys as queries: {k.shape[1]} keys, {t} queries")
     blocks = []
     for start in range(0, t, QUERY_BLOCK):
         end = min(start + QUERY_BLOCK, t)
         blocks.append(_attend(q[:, start:end], k[:, :end], v[:, :end], mask[:, :, start:end, :end],
-                              None if bias is None else bias[..., :end]))
+                              None if bias is None else bias[..., :end], scale, softcap))
     return jnp.concatenate(blocks, axis=1)
 
 
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, bias: jax.Array | None) -> jax.Array:
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, bias: jax.Array | None,
+            scale: float | None = None, softcap: float | None = None) -> jax.Array:
     """`dot_product_attention` over all the keys given. The softmax is normalised after the values are
     summed (over [.., T, hd] rather than [.., T, S]), in float32."""
     b, t, h, hd = q.shape
     kv = k.shape[2]
     q = q.reshape(b, t, kv, h // kv, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (1.0 / hd**0.5)
+    scale = 1.0 / hd**0.5 if scale is None else scale
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    if softcap is not None:
+        scores = jnp.tanh(scores / softcap) * softcap
     if bias is not None:
         scores = scores + bias.astype(jnp.float32).reshape(b, kv, h // kv, 1, -1)
     scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
@@ -203,6 +210,17 @@ class NeuronHook(nn.Module):
             active = (h if activation is None else activation) > 0
             self.sow("intermediates", NEURONS, jnp.einsum("btf,bt->bf", active.astype(jnp.float32), weights))
         return h
+
+
+def sliding_layers(window: int | None, layers: tuple[bool, ...] | None, num_layers: int) -> np.ndarray | None:
+    """bool [M]: which layers attend through a sliding `window` (`layers`: one flag per layer, None: every
+    layer); None when none does (no window, or no sliding layer)."""
+    if window is None:
+        return None
+    slides = np.ones(num_layers, bool) if layers is None else np.asarray(layers)
+    if slides.shape != (num_layers,):
+        raise ValueError(f"{len(slides)} layer types for {num_layers} layers")
+    return slides if slides.any() else None
 
 
 def layer_stack(block: type[nn.Module], num_layers: int) -> type[nn.Module]:

@@ -147,12 +147,7 @@ class LlamaSpec:
 
     def layer_slides(self) -> np.ndarray | None:
         """bool [M]: which layers attend through the window; None when none does (no window)."""
-        if self.sliding_window is None:
-            return None
-        slides = np.ones(self.num_layers, bool) if self.sliding_layers is None else np.asarray(self.sliding_layers)
-        if slides.shape != (self.num_layers,):
-            raise ValueError(f"{len(slides)} layer types for {self.num_layers} layers")
-        return slides if slides.any() else None
+        return common.sliding_layers(self.sliding_window, self.sliding_layers, self.num_layers)
 
     @property
     def num_neurons(self) -> int:
