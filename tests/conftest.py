@@ -26,3 +26,21 @@ def checkpoint(tmp_path_factory):
         return made[name, vocab_size]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint):
+    """models(name) -> (our LM, the PyTorch transformers model) of the tiny checkpoint `name`, loaded once
+    per test module."""
+    import lingua_jax as lj
+    from torch_reference import load_model
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            path = checkpoint(name)
+            cache[name] = (lj.load_pretrained(path), load_model(path))
+        return cache[name]
+
+    return get

@@ -30,19 +30,6 @@ SLIDING = ["mistral", "qwen2_sliding", "gemma2"]
 LONG = (40, 23, 1, 30)  # longer than llama3's original 16 positions and than the sliding windows
 
 
-@pytest.fixture(scope="module")
-def models(checkpoint):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            path = checkpoint(name)
-            cache[name] = (lj.load_pretrained(path), ref.load_model(path))
-        return cache[name]
-
-    return get
-
-
 def assert_matches(out, logits, neurons, mask):
     """Our `out` (capture="full") against PyTorch's logits [B, T, V] and neurons [B, M, T, F] on real tokens;
     returns the max errors (logits, neurons)."""
@@ -184,12 +171,12 @@ def test_packed_rows_equal_one_sentence_at_a_time(checkpoint, sentences, name):
     assert max(lengths) > 16, "some sentence should reach past llama3's original context"
 
 
-@pytest.mark.parametrize("shape, kv_shards", [((4, 2), 2), ((2, 4), 1)])
-def test_qwen2_on_a_mesh_equals_one_device(checkpoint, shape, kv_shards):
-    """q/k/v biases column-split with their kernels (k/v's 2 heads split over a model axis of 2, replicated
-    over 4)."""
+def mesh_equals_one_device(checkpoint, name, shape):
+    """The tiny checkpoint `name` on one device and on a mesh of `shape` over the 8 fake devices: pooled
+    neurons and logits, with and without per-example masks, equal. Returns (single, lm on the mesh, ids,
+    mask, the single-device output)."""
     assert len(jax.devices()) == 8
-    path = checkpoint("qwen2", MESH_VOCAB)
+    path = checkpoint(name, MESH_VOCAB)
     single, lm = lj.load_pretrained(path), lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
     ids, mask = batch()
     neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
@@ -197,6 +184,14 @@ def test_qwen2_on_a_mesh_equals_one_device(checkpoint, shape, kv_shards):
     assert_close(out.logits, reference.logits)
     assert_close(out.neurons, reference.neurons)
     assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, single(ids, mask, neuron_mask=neuron_mask).logits)
+    return single, lm, ids, mask, reference
+
+
+@pytest.mark.parametrize("shape, kv_shards", [((4, 2), 2), ((2, 4), 1)])
+def test_qwen2_on_a_mesh_equals_one_device(checkpoint, shape, kv_shards):
+    """q/k/v biases column-split with their kernels (k/v's 2 heads split over a model axis of 2, replicated
+    over 4)."""
+    _, lm, _, _, _ = mesh_equals_one_device(checkpoint, "qwen2", shape)
     attention = lm.params["model"]["layers"]["self_attn"]
     assert attention["q_proj"]["bias"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
     assert attention["q_proj"]["bias"].addressable_shards[0].data.shape == (2, 4 * 8 // shape[1])
@@ -297,15 +292,7 @@ def test_window_changes_the_packed_sentences(checkpoint, sentences, name):
 def test_mistral_on_a_mesh_equals_one_device(checkpoint, shape):
     """Rows of 9 tokens (window 4), left and right padded, pooled neurons and logits, with and without a
     mask; 8 query heads split over the model axis."""
-    assert len(jax.devices()) == 8
-    path = checkpoint("mistral", MESH_VOCAB)
-    single, lm = lj.load_pretrained(path), lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
-    ids, mask = batch()
-    neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
-    reference, out = single(ids, mask, capture="pooled"), lm(ids, mask, capture="pooled")
-    assert_close(out.logits, reference.logits)
-    assert_close(out.neurons, reference.neurons)
-    assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, single(ids, mask, neuron_mask=neuron_mask).logits)
+    single, lm, ids, mask, reference = mesh_equals_one_device(checkpoint, "mistral", shape)
     q = lm.params["model"]["layers"]["self_attn"]["q_proj"]["kernel"]
     assert q.addressable_shards[0].data.shape == (2, 32, 8 * 8 // shape[1])
     assert np.abs(np.asarray(without_window(single)(ids, mask).logits - reference.logits)).max() > 1e-2
@@ -365,14 +352,6 @@ def test_gemma2_scoring_uses_the_capped_logits(models):
 def test_gemma2_on_a_mesh_equals_one_device(checkpoint, shape):
     """Pooled neurons and logits, with and without a mask; 4 query heads split over the model axis, 2 kv
     heads split over 2 and replicated over 4; the (1 + weight) norms replicated."""
-    assert len(jax.devices()) == 8
-    path = checkpoint("gemma2", MESH_VOCAB)
-    single, lm = lj.load_pretrained(path), lj.load_pretrained(path, mesh=sharding.make_mesh(shape))
-    ids, mask = batch()
-    neuron_mask = np.random.RandomState(1).rand(8, lm.num_layers, lm.num_neurons) < 0.3
-    reference, out = single(ids, mask, capture="pooled"), lm(ids, mask, capture="pooled")
-    assert_close(out.logits, reference.logits)
-    assert_close(out.neurons, reference.neurons)
-    assert_close(lm(ids, mask, neuron_mask=neuron_mask).logits, single(ids, mask, neuron_mask=neuron_mask).logits)
+    _, lm, _, _, _ = mesh_equals_one_device(checkpoint, "gemma2", shape)
     q = lm.params["model"]["layers"]["self_attn"]["q_proj"]["kernel"]
     assert q.addressable_shards[0].data.shape == (3, 32, 4 * 16 // shape[1])

@@ -44,19 +44,6 @@ def assert_edit_matches(out, torch_model, ids, mask, **edit):
     return ours
 
 
-@pytest.fixture(scope="module")
-def models(checkpoint):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            path = checkpoint(name)
-            cache[name] = (lj.load_pretrained(path), ref.load_model(path))
-        return cache[name]
-
-    return get
-
-
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_logits_and_neurons_match_pytorch(models, name, side):

@@ -51,41 +51,43 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
     if probabilities is not None:
         write_atomic(out / "lape_probabilities.npy", lambda file: np.save(file, probabilities))
     budget = methods.budget_count(ctx.config.compare.budget, m * f)
-    evidence, found = methods.Evidence(acts, probabilities), {}
+    evidence, found = methods.Evidence(acts, probabilities), {}  # {(method, size): bool [L, M, F]}
     for method in chosen:
         selected = method.select(evidence, ctx.config[method.settings].to_dict(), (None, budget))
         for size, regions in zip(SIZES, selected):
-            found[f"{method.name}/{size}"] = regions
+            found[method.name, size] = regions
             save_regions(regions, out / f"regions_{method.name}_{size}.npz")
+    stacked = np.concatenate(list(found.values()))  # [sets x L, M, F], set after set
 
     texts_in, sources = prompts(ctx, ctx.config.steer.prompts_per_language)
     strength, mean = ctx.config.compare.steer_strength, ctx.steering_values()["mean"]
-    steered = steer.continuations(ctx, Intervention(np.concatenate(list(found.values())), "set",
-                                                    np.concatenate([mean * strength] * len(found))), texts_in)
+    steered = steer.continuations(ctx, Intervention(stacked, "set", np.concatenate([mean * strength] * len(found))),
+                                  texts_in)
     found_languages = [langid.identify(texts) for texts in steered]  # [sets x L][prompts]
-    steering = {name: steer.target_shares(found_languages[i * len(languages):(i + 1) * len(languages)], sources,
-                                          languages) for i, name in enumerate(found)}
-    names = [f"{name}/{lang}" for name in found for lang in languages]
-    table = evaluate.ablation_table(ctx.lm, ctx.ablation_streams, np.concatenate(list(found.values())), names,
-                                    a.seqlen, random_fraction=budget / (m * f), seed=a.seed, batch_size=a.batch_size)
+    steering = {key: steer.target_shares(found_languages[i * len(languages):(i + 1) * len(languages)], sources,
+                                         languages) for i, key in enumerate(found)}
+    names = [f"{method}/{size}/{lang}" for method, size in found for lang in languages]
+    table = evaluate.ablation_table(ctx.lm, ctx.ablation_streams, stacked, names, a.seqlen,
+                                    random_fraction=budget / (m * f), seed=a.seed, batch_size=a.batch_size)
     rows: list[dict[str, Any]] = []
-    for name, regions in found.items():
-        method, size = name.split("/")
+    for (method, size), regions in found.items():
         for l, lang in enumerate(languages):
             rows.append({"method": method, "size": size, "language": lang, "neurons": int(regions[l].sum()),
-                         **selectivity(table, f"{name}/{lang}", lang), "steering": float(steering[name][l])})
-    summary = [{"method": name.split("/")[0], "size": name.split("/")[1],
-                **{key: float(np.mean([r[key] for r in rows if f"{r['method']}/{r['size']}" == name]))
+                         **selectivity(table, f"{method}/{size}/{lang}", lang),
+                         "steering": float(steering[method, size][l])})
+    summary = [{"method": method, "size": size,
+                **{key: float(np.mean([r[key] for r in rows if (r["method"], r["size"]) == (method, size)]))
                    for key in ("neurons", "own_increase", "other_increase", "selectivity", "steering")}}
-               for name in found]
-    counts = {name: np.asarray(metrics.counts_per_layer(regions)) for name, regions in found.items()}
-    per_layer = [{"method": name.split("/")[0], "size": name.split("/")[1], "language": lang,
-                  **{f"layer_{i + 1}": int(c) for i, c in enumerate(counts[name][l])}}
-                 for name in found for l, lang in enumerate(languages)]
-    overlap = [row for size in SIZES
-               for row in methods.overlaps({k.split("/")[0]: v for k, v in found.items() if k.endswith(size)},
-                                           languages)
-               for row in [{"size": size, **row}]] if len(chosen) > 1 else []
+               for method, size in found]
+    per_layer = [{"method": method, "size": size, "language": lang,
+                  **{f"layer_{i + 1}": int(c) for i, c in enumerate(counts)}}
+                 for (method, size), regions in found.items()
+                 for lang, counts in zip(languages, np.asarray(metrics.counts_per_layer(regions)))]
+    overlap = []
+    if len(chosen) > 1:
+        for size in SIZES:
+            by_method = {method: regions for (method, of_size), regions in found.items() if of_size == size}
+            overlap += [{"size": size, **row} for row in methods.overlaps(by_method, languages)]
     tables = {"methods": write_table(summary, out, "methods", {"budget": budget, "total_neurons": m * f}),
               "methods_per_language": write_table(rows, out, "methods_per_language"),
               "methods_per_layer": write_table(per_layer, out, "methods_per_layer"),

@@ -94,10 +94,9 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
         for lang in languages:
             of_lang = [hit for hit, source in zip(hits, sources) if source == lang]
             by_source.append({**name, "source": lang, "share_target": float(np.mean(of_lang))})
-        others = [hit for hit, source in zip(hits, sources) if source != target]
-        summary.append({**name, "share_target": float(np.mean(others)), "share_target_all": float(np.mean(hits)),
-                        "unsteered_share": float(np.mean([code == target for code, source in zip(found[0], sources)
-                                                          if source != target])),
+        share, unsteered = target_shares([found[j], found[0]], sources, [target, target])
+        summary.append({**name, "share_target": float(share), "share_target_all": float(np.mean(hits)),
+                        "unsteered_share": float(unsteered),
                         "ppl_increase_mean": float(increase[:, j].mean()),
                         "ppl_increase_target": float(increase[languages.index(target), j])})
     generations = [{"prompt": p, "source": sources[i], "unsteered": texts[0][i], "unsteered_language": found[0][i],
