@@ -75,9 +75,12 @@ def base_config() -> ml_collections.ConfigDict:
 def tiny_random(family: str) -> ml_collections.ConfigDict:
     """A tiny random model built on the fly (smoke runs: its numbers only show the pipeline works)."""
     c = base_config()
-    sizes = {"bloom": dict(hidden_size=64, n_layer=2, n_head=4),
-             "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2)}[family]
+    llama = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2)
+    sizes = {"bloom": dict(hidden_size=64, n_layer=2, n_head=4), "llama": llama,
+             # a window of 8 and two rotary embeddings, shorter than most sentences
+             "gemma3_text": dict(llama, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+                                 layer_types=["sliding_attention", "full_attention"])}[family]
     c.model.random = ml_collections.ConfigDict(dict(family=family, seed=0, vocab_size=512, **sizes))
     c.results_dir = f"results/tiny_{family}"
     c.corpus.n = 12

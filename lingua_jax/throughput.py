@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from lingua_jax import checkpoints, evaluate, plots
 from lingua_jax.lm import LM
-from lingua_jax.models import BloomSpec, GemmaSpec, LlamaSpec, family_named
+from lingua_jax.models import BloomSpec, DecoderSpec, family_named
 
 STAGES = ("pooled", "logits", "perplexity")
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -69,12 +69,12 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
 
 # --- model FLOPs ------------------------------------------------------------------------------------
 
-def weight_flops_per_token(spec: BloomSpec | LlamaSpec) -> int:
+def weight_flops_per_token(spec: BloomSpec | DecoderSpec) -> int:
     """2 × the weights of every layer's matmuls (attention projections and MLP), all M layers."""
     d = spec.hidden_size
     if isinstance(spec, BloomSpec):
         per_layer = 3 * d * d + d * d + 2 * d * spec.num_neurons
-    elif isinstance(spec, (LlamaSpec, GemmaSpec)):
+    elif isinstance(spec, DecoderSpec):
         q, kv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         per_layer = d * q + 2 * d * kv + q * d + 3 * d * spec.intermediate_size
     else:
@@ -82,19 +82,26 @@ def weight_flops_per_token(spec: BloomSpec | LlamaSpec) -> int:
     return 2 * spec.num_layers * per_layer
 
 
-def attention_flops(spec: BloomSpec | LlamaSpec, length: int) -> int:
+def attention_flops(spec: BloomSpec | DecoderSpec, length: int) -> int:
     """Scores and weighted values of one causal sequence of `length` tokens, all layers: the t-th
-    token attends to t keys, 2 matmuls of 2 · H · hd FLOPs per (query, key) pair."""
+    token attends to t keys (at most W in a layer with a sliding window of W), 2 matmuls of 2 · H · hd
+    FLOPs per (query, key) pair."""
     pairs = length * (length + 1) // 2
-    return spec.num_layers * 2 * 2 * spec.num_heads * spec.head_dim * pairs
+    slides = spec.layer_slides() if isinstance(spec, DecoderSpec) else None
+    if slides is None:
+        return spec.num_layers * 2 * 2 * spec.num_heads * spec.head_dim * pairs
+    window = spec.sliding_window
+    windowed = pairs if length <= window else window * (window + 1) // 2 + (length - window) * window
+    per_layer = np.where(slides, windowed, pairs).astype(np.int64)
+    return int(per_layer.sum()) * 2 * 2 * spec.num_heads * spec.head_dim
 
 
-def head_flops(spec: BloomSpec | LlamaSpec, positions: int) -> int:
+def head_flops(spec: BloomSpec | DecoderSpec, positions: int) -> int:
     """The LM head at `positions` positions: 2 · D · V each."""
     return 2 * spec.hidden_size * spec.vocab_size * positions
 
 
-def forward_flops(spec: BloomSpec | LlamaSpec, lengths: Sequence[int] | np.ndarray, head_positions: int = 0) -> int:
+def forward_flops(spec: BloomSpec | DecoderSpec, lengths: Sequence[int] | np.ndarray, head_positions: int = 0) -> int:
     """Useful model FLOPs of forwards over sequences of the given real lengths (each alone, causal),
     plus the LM head at `head_positions` positions in all."""
     lengths = np.asarray(lengths, np.int64)

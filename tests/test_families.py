@@ -1,10 +1,12 @@
-"""Qwen2, Qwen3, Mistral, Gemma 2 and LLaMA with scaled RoPE ("llama3", "linear") against PyTorch
-transformers on tiny random checkpoints (float32, 1e-4), and the registry of families. Sliding-window
-attention: Mistral (every layer, window 4), Qwen2 with use_sliding_window (window 5 in layers 1 and 2 of
-3) and Gemma 2 (window 4 in layers 0 and 2 of 3), on sequences up to 40 tokens.
+"""Qwen2, Qwen3, Mistral, Gemma 2, Gemma 3, Cohere and LLaMA with scaled RoPE ("llama3", "linear") against
+PyTorch transformers on tiny random checkpoints (float32, 1e-4), and the registry of families.
+Sliding-window attention: Mistral (every layer, window 4), Qwen2 with use_sliding_window (window 5 in
+layers 1 and 2 of 3), Gemma 2 and Gemma 3 (window 4 in layers 0 and 2 of 3), on sequences up to 40 tokens.
 
 Each feature's test has two halves: ours equals PyTorch, and PyTorch without the feature (biases zeroed,
-q/k norms removed, RoPE unscaled, no window, no soft caps) differs by > 1e-2, so ours would fail without it.
+q/k norms removed, RoPE unscaled, no window, no soft caps, ...) differs by > 1e-2, so ours would fail
+without it. Where PyTorch cannot drop a feature (Cohere's interleaved rotary pairs and its LayerNorm), our
+model without it differs from PyTorch by > 1e-2.
 """
 
 import copy
@@ -19,14 +21,15 @@ import transformers
 import lingua_jax as lj
 import torch_reference as ref
 from lingua_jax import checkpoints, data, extract, generation, sharding, throughput
-from lingua_jax.models import FAMILIES, LlamaSpec, family_named
+from lingua_jax.models import FAMILIES, DecoderSpec, family_named
 from test_generation import NEW, hf_greedy, left_padded_prompts
 from test_models import padded_batch, valid
 from test_sharding import VOCAB as MESH_VOCAB, assert_close, batch
 
 ATOL = 1e-4
-NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear", "mistral", "qwen2_sliding", "gemma2"]
-SLIDING = ["mistral", "qwen2_sliding", "gemma2"]
+NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear", "mistral", "qwen2_sliding", "gemma2", "gemma3",
+         "cohere"]
+SLIDING = ["mistral", "qwen2_sliding", "gemma2", "gemma3"]
 LONG = (40, 23, 1, 30)  # longer than llama3's original 16 positions and than the sliding windows
 
 
@@ -74,7 +77,11 @@ def unscaled_rope(model):
 def no_window(model):
     """Full causal attention in every layer: Qwen2 and Gemma 2 slide in the layers that config.layer_types
     names "sliding_attention", Mistral wherever config.sliding_window is set (both read at each forward;
-    Qwen2 and Gemma 2 still build their sliding masks, so their window stays set)."""
+    Qwen2 and Gemma 2 still build their sliding masks, so their window stays set). Gemma 3's window grows
+    past every sequence instead, since its layer types also choose each layer's rotary embedding."""
+    if model.config.model_type == "gemma3_text":  # its layer types also choose the rotary embedding
+        model.config.sliding_window = 10**6
+        return
     model.config.layer_types = ["full_attention"] * model.config.num_hidden_layers
     if model.config.model_type == "mistral":
         model.config.sliding_window = None
@@ -91,13 +98,34 @@ def no_final_softcap(model):
     model.config.final_logit_softcapping = None
 
 
+def one_gemma3_rope(model):
+    """Gemma 3's sliding layers rotated as its full layers are (linear scaling, theta 1000)."""
+    config = copy.deepcopy(model.config)
+    config.rope_parameters = {t: dict(config.rope_parameters["full_attention"]) for t in config.rope_parameters}
+    model.model.rotary_emb = type(model.model.rotary_emb)(config)
+
+
+def gemma3_unscaled_rope(model):
+    """Gemma 3's full layers' rotary embedding without its linear scaling."""
+    config = copy.deepcopy(model.config)
+    config.rope_parameters["full_attention"] = dict(rope_type="default", rope_theta=1000.0)
+    model.model.rotary_emb = type(model.model.rotary_emb)(config)
+
+
+def no_logit_scale(model):
+    model.logit_scale = 1.0
+
+
 REMOVALS = {"biases": zero_biases, "q/k norms": drop_qk_norms, "rope scaling": unscaled_rope,
             "sliding window": no_window, "attention soft-cap": no_attention_softcap,
-            "final soft-cap": no_final_softcap}
+            "final soft-cap": no_final_softcap, "local rope": one_gemma3_rope,
+            "full layers' rope scaling": gemma3_unscaled_rope, "logit scale": no_logit_scale}
 FEATURES = [("qwen2", "biases"), ("qwen3", "biases"), ("qwen3", "q/k norms"), ("llama_rope_llama3", "rope scaling"),
             ("llama_rope_linear", "rope scaling"), ("mistral", "sliding window"), ("qwen2_sliding", "sliding window"),
             ("qwen2_sliding", "biases"), ("gemma2", "sliding window"), ("gemma2", "attention soft-cap"),
-            ("gemma2", "final soft-cap")]
+            ("gemma2", "final soft-cap"), ("gemma3", "q/k norms"), ("gemma3", "sliding window"),
+            ("gemma3", "local rope"), ("gemma3", "full layers' rope scaling"), ("cohere", "q/k norms"),
+            ("cohere", "logit scale")]
 
 
 @pytest.mark.parametrize("name, feature", FEATURES)
@@ -113,6 +141,25 @@ def test_each_feature_changes_pytorch_logits(models, name, feature):
     assert np.abs(valid(changed - logits, mask)).max() > 1e-2
 
 
+@pytest.mark.parametrize("name, field, value", [("cohere", "rope_interleaved", False), ("cohere", "norm", "rms"),
+                                                 ("gemma3", "local_rope", None)])
+def test_features_pytorch_cannot_drop_change_our_logits(models, name, field, value):
+    """Our model without the feature (same weights) is > 1e-2 from PyTorch's logits, so the parity tests
+    cover it: Cohere's interleaved rotary pairs and mean-subtracting LayerNorm; Gemma 3's second rotary
+    embedding (the sliding layers rotated with the full layers' one)."""
+    lm, torch_model = models(name)
+    ids, mask = padded_batch(0, LONG, "left")
+    logits, _ = ref.forward(torch_model, ids, mask)
+    spec = dataclasses.replace(lm.spec, **{field: value})
+    without = lj.lm.LM(lm.module.clone(spec=spec), lm.params, lm.config, FAMILIES[lm.family])
+    assert np.abs(valid(np.asarray(without(ids, mask).logits) - logits, mask)).max() > 1e-2
+
+
+def layer_matmul_flops(torch_model) -> int:
+    """2 x the weights of the Linear layers of PyTorch's decoder layers (per token, all layers)."""
+    return 2 * sum(m.weight.numel() for m in torch_model.model.layers.modules() if isinstance(m, torch.nn.Linear))
+
+
 def test_qwen3_shapes_follow_its_config(models):
     lm, torch_model = models("qwen3")
     assert lm.spec.head_dim == 16 != lm.spec.hidden_size // lm.spec.num_heads
@@ -120,8 +167,7 @@ def test_qwen3_shapes_follow_its_config(models):
     assert attention["q_proj"]["kernel"].shape == (2, 48, 4 * 16)
     assert attention["q_norm"]["weight"].shape == attention["k_norm"]["weight"].shape == (2, 16)
     assert "bias" in attention["o_proj"] and "bias" not in lm.params["model"]["layers"]["mlp"]["up_proj"]
-    matrices = sum(p.numel() for p in torch_model.model.layers.parameters() if p.ndim == 2)
-    assert throughput.weight_flops_per_token(lm.spec) == 2 * matrices
+    assert throughput.weight_flops_per_token(lm.spec) == layer_matmul_flops(torch_model)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -216,7 +262,7 @@ def test_inverse_frequencies_equal_transformers(rope, head_dim):
     """Against transformers' own rotary embedding (its inv_freq buffer), for heads up to LLaMA's 128."""
     config = transformers.LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, rope_parameters=dict(rope))
     theirs = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding(config).inv_freq.numpy()
-    ours = LlamaSpec.from_hf(config).rope.inverse_frequencies(head_dim)
+    ours = DecoderSpec.from_hf(config).rope.inverse_frequencies(head_dim)
     assert ours.dtype == np.float32 and ours.shape == (head_dim // 2,)
     assert np.all(np.abs(ours - theirs) <= np.spacing(theirs)), "more than an ulp apart"  # XLA's pow vs torch's
     print(f"{rope['rope_type']} theta {rope['rope_theta']:g} hd {head_dim}: "
@@ -304,11 +350,11 @@ def test_registry_is_keyed_by_model_type(checkpoint):
     config = checkpoints.load_config(checkpoint("qwen2"))
     assert type(config) is transformers.Qwen2Config
     spec = family_named("qwen2").spec(config)
-    assert (spec.qkv_bias, spec.o_proj_bias, spec.qk_norm) == (True, False, False)
+    assert (spec.qkv_bias, spec.o_proj_bias, spec.qk_norm) == (True, False, None)
     qwen3 = throughput.hf_config("qwen3", vocab_size=50, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                                  num_attention_heads=2, num_key_value_heads=1, head_dim=4)
-    assert lj.lm.build_module(qwen3)[0].spec.qk_norm
-    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2': lingua_jax supports \['bloom', 'gemma2', 'llama'"):
+    assert lj.lm.build_module(qwen3)[0].spec.qk_norm == "shared"
+    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2': lingua_jax supports \['bloom', 'cohere', 'gemma2'"):
         family_named("gpt2")
 
 
@@ -322,8 +368,47 @@ def test_gemma2_follows_its_config(models):
     assert sorted(k for k in layers if k.endswith("layernorm")) == [
         "input_layernorm", "post_attention_layernorm", "post_feedforward_layernorm", "pre_feedforward_layernorm"]
     assert "lm_head" not in lm.params and lm.spec.tie_word_embeddings
-    matrices = sum(p.numel() for p in torch_model.model.layers.parameters() if p.ndim == 2)
-    assert throughput.weight_flops_per_token(lm.spec) == 2 * matrices
+    assert throughput.weight_flops_per_token(lm.spec) == layer_matmul_flops(torch_model)
+
+
+def test_gemma3_follows_its_config(models):
+    """Per-head q/k norms of hd weights, the sliding layers (0 and 2) with their own rotary embedding, the
+    full layer's scaled one, an untied head."""
+    lm, torch_model = models("gemma3")
+    spec = lm.spec
+    assert (spec.norm, spec.block, spec.qk_norm, spec.embed_scale) == ("gemma_rms", "sandwich", "shared", True)
+    np.testing.assert_array_equal(spec.local_layers(), [True, False, True])
+    assert (spec.local_rope.rope_theta, spec.rope.rope_type, spec.rope.factor) == (50.0, "linear", 4.0)
+    attention = lm.params["model"]["layers"]["self_attn"]
+    assert attention["q_norm"]["weight"].shape == attention["k_norm"]["weight"].shape == (3, 16)
+    assert "lm_head" in lm.params and not spec.tie_word_embeddings
+    assert throughput.weight_flops_per_token(spec) == layer_matmul_flops(torch_model)
+
+
+def test_cohere_follows_its_config(models):
+    """One LayerNorm per layer (attention and MLP in parallel), q/k norm weights per head [heads, hd], a
+    tied head, logits times logit_scale."""
+    lm, torch_model = models("cohere")
+    spec = lm.spec
+    assert (spec.norm, spec.block, spec.qk_norm, spec.rope_interleaved, spec.logit_scale) == (
+        "layer", "parallel", "per_head", True, 0.5)
+    layers = lm.params["model"]["layers"]
+    assert [k for k in layers if k.endswith("layernorm")] == ["input_layernorm"]
+    assert layers["self_attn"]["q_norm"]["weight"].shape == (2, 4, 8)
+    assert layers["self_attn"]["k_norm"]["weight"].shape == (2, 2, 8)
+    assert "lm_head" not in lm.params and spec.tie_word_embeddings
+    assert throughput.weight_flops_per_token(spec) == layer_matmul_flops(torch_model)
+
+
+def test_attention_flops_count_the_window():
+    """A window of W: query i attends min(i + 1, W) keys, in the sliding layers only."""
+    config = transformers.Gemma2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4)
+    spec = lj.lm.build_module(config)[0].spec
+    pairs = lambda n, w: sum(min(i + 1, w) for i in range(n))
+    per_pair = 2 * 2 * spec.num_heads * spec.head_dim
+    for n in (1, 4, 5, 40):
+        assert throughput.attention_flops(spec, n) == per_pair * (2 * pairs(n, 4) + pairs(n, n))
 
 
 def test_gemma2_scoring_uses_the_capped_logits(models):
@@ -355,3 +440,35 @@ def test_gemma2_on_a_mesh_equals_one_device(checkpoint, shape):
     _, lm, _, _, _ = mesh_equals_one_device(checkpoint, "gemma2", shape)
     q = lm.params["model"]["layers"]["self_attn"]["q_proj"]["kernel"]
     assert q.addressable_shards[0].data.shape == (3, 32, 4 * 16 // shape[1])
+
+
+@pytest.mark.parametrize("name", ["qwen2", "qwen3", "mistral", "gemma2", "gemma3", "cohere"])
+def test_checkpoints_round_trip(models, tmp_path, name):
+    """save_pretrained as safetensors loads in transformers with our logits (1e-4), and as orbax back into
+    lingua_jax with the same logits, for each family's parameter names (q/k norms per head, four norms,
+    biases, tied and untied heads)."""
+    lm, _ = models(name)
+    ids, mask = padded_batch(1, (12, 7), "left")
+    ours = np.asarray(lm(ids, mask).logits)
+    exported = lj.save_pretrained(lm, tmp_path / "hf")
+    theirs, _ = ref.forward(ref.load_model(exported), ids, mask)
+    np.testing.assert_allclose(valid(ours, mask), valid(theirs, mask), atol=ATOL, rtol=0)
+    orbax = lj.load_pretrained(lj.save_pretrained(lm, tmp_path / "orbax", format="orbax"))
+    np.testing.assert_array_equal(np.asarray(orbax(ids, mask).logits), ours)
+
+
+def test_tiny_gemma3_runs_every_stage(tmp_path):
+    """configs/tiny_gemma3.py as written (a random Gemma 3 with a window of 8 and two rotary embeddings),
+    every default stage, as the README's smoke run does for BLOOM."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "launch" / "analyze.py"), "--config",
+                           str(repo / "configs" / "tiny_gemma3.py"), f"--config.results_dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| family | gemma3_text |" in summary and "SKLR" in summary
+    for table in ("ablation/ablation", "steer/steering", "compare/methods", "generation/generation_languages"):
+        assert (tmp_path / f"{table}.csv").is_file(), table

@@ -242,11 +242,13 @@ def _paper_config(data_dir: Path):
 @pytest.mark.parametrize("config_name,hub_id,tiny", [("qwen3_8b", "Qwen/Qwen3-8B", "qwen3"),
                                                      ("llama3_1_8b", "meta-llama/Llama-3.1-8B", "llama_rope_llama3"),
                                                      ("mistral_7b", "mistralai/Mistral-7B-v0.1", "mistral"),
-                                                     ("gemma2_9b", "google/gemma-2-9b", "gemma2")])
+                                                     ("gemma2_9b", "google/gemma-2-9b", "gemma2"),
+                                                     ("gemma3_1b", "google/gemma-3-1b-pt", "gemma3"),
+                                                     ("aya_expanse_8b", "CohereLabs/aya-expanse-8b", "cohere")])
 def test_later_family_configs_run_as_written_from_the_offline_cache(config_name, hub_id, tiny, checkpoint, data_dir,
                                                                    tmp_path):
-    """configs/qwen3_8b.py, llama3_1_8b.py, mistral_7b.py and gemma2_9b.py as written (hub id, bfloat16, the default mesh
-    over 8 devices), with a tiny random checkpoint of that family in the cache under the config's hub id."""
+    """configs/qwen3_8b.py, llama3_1_8b.py, mistral_7b.py, gemma2_9b.py, gemma3_1b.py and aya_expanse_8b.py as
+    written (hub id, bfloat16, the default mesh over 8 devices), with a tiny random checkpoint of that family in the cache under the config's hub id."""
     home = tmp_path / "hf_home"
     folder = tmp_path / "ckpt"
     shutil.copytree(checkpoint(tiny, VOCAB), folder)

@@ -123,10 +123,11 @@ def test_per_example_masks_equal_one_mask_at_a_time(models, name):
         np.testing.assert_allclose(batched.neurons[b], one.neurons[b], atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded", "qwen3", "mistral", "gemma2", "gemma3", "cohere"])
 def test_bfloat16_deviates_from_float32_no_more_than_pytorch(models, checkpoint, name):
     """bf16 parameters and matmuls: the logit error against float32 is measured and compared with
-    the error of PyTorch's own bf16 forward of the same checkpoint."""
+    the error of PyTorch's own bf16 forward of the same checkpoint (every family: its norms, caps, q/k
+    norms and rotary layout keep float32 where transformers does)."""
     lm32, torch_model = models(name)
     lm16 = lj.load_pretrained(checkpoint(name), dtype="bfloat16")
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(lm16.params)} == {np.dtype("bfloat16")}

@@ -86,6 +86,23 @@ CHECKPOINTS = {
              num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=12, attn_logit_softcapping=5.0,
              final_logit_softcapping=3.0, sliding_window=4,
              rope_parameters=dict(rope_type="default", rope_theta=500.0)), {}),
+    # Gemma 3: per-head q/k norms, window 4 in layers 0 and 2 of 3 with their own rotary embedding (theta
+    # 50) and a linearly scaled one (theta 1000, factor 4) in the full layer, head_dim 16 != 32 / 4,
+    # query_pre_attn_scalar 12, an untied head.
+    "gemma3": (
+        transformers.Gemma3TextConfig,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=12, sliding_window=4,
+             layer_types=["sliding_attention", "full_attention", "sliding_attention"], tie_word_embeddings=False,
+             rope_parameters={"full_attention": dict(rope_type="linear", rope_theta=1000.0, factor=4.0),
+                              "sliding_attention": dict(rope_type="default", rope_theta=50.0)}), {}),
+    # Cohere (Aya Expanse, Command R): attention and MLP in parallel on one LayerNorm, interleaved rotary
+    # pairs, a q/k LayerNorm weight per head (use_qk_norm, Command R+), logits times 0.5, tied head.
+    "cohere": (
+        transformers.CohereConfig,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, use_qk_norm=True, logit_scale=0.5, eos_token_id=2,
+             rope_parameters=dict(rope_type="default", rope_theta=500.0)), {}),
 }
 
 

@@ -1,6 +1,6 @@
-"""Flax BLOOM, LLaMA, Qwen2, Qwen3, Mistral and Gemma 2, and the registry that maps an HF `model_type` to them: the only
-place that lists model types. Adding a family is its module (or spec fields of an existing one) and
-one entry here."""
+"""The families lingua_jax runs (BLOOM; LLaMA, Qwen2, Qwen3, Mistral, Gemma 2, Gemma 3 and Cohere, all one
+rotary decoder module) and the registry that maps an HF `model_type` to them: the only place that lists
+model types. Adding a family is its module (or fields of an existing spec) and one entry here."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 import transformers
 
 from lingua_jax.models.bloom import BloomForCausalLM, BloomSpec
-from lingua_jax.models.gemma import GemmaForCausalLM, GemmaSpec
-from lingua_jax.models.llama import LlamaForCausalLM, LlamaSpec
+from lingua_jax.models.decoder import DecoderForCausalLM, DecoderSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +20,8 @@ class Family:
     `base_prefix` is the HF name of the backbone ("transformer." keys may also be stored without it);
     `stack` is the scanned layer collection, stored in HF as `<stack>.<i>.`. `variant`: spec fields
     that the family fixes and its HF config does not state (Qwen2's q/k/v biases; Mistral's sliding window
-    in every layer, whatever `layer_types` its config may carry), set over `spec_cls.from_hf(config)`.
+    in every layer, whatever `layer_types` its config may carry; Gemma's norms and layer), set over
+    `spec_cls.from_hf(config)`.
     """
 
     name: str
@@ -37,20 +37,25 @@ class Family:
         return dataclasses.replace(self.spec_cls.from_hf(config), **self.variant)
 
 
-FAMILIES = {
-    "bloom": Family("bloom", transformers.BloomConfig, BloomSpec, BloomForCausalLM, base_prefix="transformer",
-                    stack="h"),
-    "llama": Family("llama", transformers.LlamaConfig, LlamaSpec, LlamaForCausalLM, base_prefix="model",
-                    stack="layers"),
-    "qwen2": Family("qwen2", transformers.Qwen2Config, LlamaSpec, LlamaForCausalLM, base_prefix="model",
-                    stack="layers", variant=dict(qkv_bias=True, o_proj_bias=False)),
-    "qwen3": Family("qwen3", transformers.Qwen3Config, LlamaSpec, LlamaForCausalLM, base_prefix="model",
-                    stack="layers", variant=dict(qk_norm=True)),
-    "mistral": Family("mistral", transformers.MistralConfig, LlamaSpec, LlamaForCausalLM, base_prefix="model",
-                      stack="layers", variant=dict(sliding_layers=None)),
-    "gemma2": Family("gemma2", transformers.Gemma2Config, GemmaSpec, GemmaForCausalLM, base_prefix="model",
-                     stack="layers"),
-}
+GEMMA = dict(norm="gemma_rms", block="sandwich", embed_scale=True)
+
+
+def decoder(name: str, config_cls: type[transformers.PretrainedConfig], **variant: Any) -> Family:
+    """A family of the rotary decoder module, its checkpoint named as LLaMA's (model.layers.<i>...)."""
+    return Family(name, config_cls, DecoderSpec, DecoderForCausalLM, base_prefix="model", stack="layers",
+                  variant=variant)
+
+
+FAMILIES = {family.name: family for family in (
+    Family("bloom", transformers.BloomConfig, BloomSpec, BloomForCausalLM, base_prefix="transformer", stack="h"),
+    decoder("llama", transformers.LlamaConfig),
+    decoder("qwen2", transformers.Qwen2Config, qkv_bias=True, o_proj_bias=False),
+    decoder("qwen3", transformers.Qwen3Config, qk_norm="shared"),
+    decoder("mistral", transformers.MistralConfig, sliding_layers=None),
+    decoder("gemma2", transformers.Gemma2Config, **GEMMA),
+    decoder("gemma3_text", transformers.Gemma3TextConfig, qk_norm="shared", **GEMMA),
+    decoder("cohere", transformers.CohereConfig, norm="layer", block="parallel", rope_interleaved=True),
+)}
 
 
 def family_named(model_type: str | None, where: str = "") -> Family:
@@ -66,5 +71,5 @@ def family_of(config: Any) -> Family:
     return family_named(getattr(config, "model_type", None))
 
 
-__all__ = ["FAMILIES", "Family", "family_named", "family_of", "BloomForCausalLM", "BloomSpec", "GemmaForCausalLM",
-           "GemmaSpec", "LlamaForCausalLM", "LlamaSpec"]
+__all__ = ["FAMILIES", "Family", "family_named", "family_of", "BloomForCausalLM", "BloomSpec", "DecoderForCausalLM",
+           "DecoderSpec"]
