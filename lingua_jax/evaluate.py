@@ -2,11 +2,11 @@
 log-likelihoods (lm-evaluation-harness conventions), cross-lingual XStoryCloze, and the deactivation
 table (the paper's Table 1).
 
-Every score comes from one jit-compiled kernel: final hidden states once, then logits, log-softmax
-(float32) and the summed log-probabilities one chunk of positions at a time, so float32 logits never
-exist for more than [B, chunk, V]. Several edits can share a batch (one per row), sums are
-accumulated in float64 on the host, and on a mesh (`lm.mesh`) each batch is split over "data" (its
-rows rounded up to a multiple of the data axis with unscored padding rows).
+Every score is the forward service's "logprobs" output (`LM.forward`, `lm.target_logprobs`): final
+hidden states once, then logits, log-softmax (float32) and the summed log-probabilities one chunk of
+positions at a time, so float32 logits never exist for more than [B, chunk, V]. Several edits can
+share a batch (row b takes edit `edit_ids[b]` of K), sums are accumulated in float64 on the host, and
+on a mesh (`lm.mesh`) the service splits each batch over "data".
 
 Shapes: N rows (windows or context/continuation pairs), B batch, T tokens, V vocabulary, M layers,
 F neurons per layer, K masks, L languages, R table rows.
@@ -15,14 +15,12 @@ F neurons per layer, K masks, L languages, R table rows.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 from transformers import PreTrainedTokenizerBase
@@ -32,72 +30,26 @@ from lingua_jax.data.xstorycloze import Story, cross_lingual_prompt
 from lingua_jax import tables
 from lingua_jax.sharding import to_host
 from lingua_jax.generation import generate  # noqa: F401  (public as lingua_jax.evaluate.generate)
-from lingua_jax.lm import LM
+from lingua_jax.lm import LM, Inputs
 from lingua_jax.models.common import Intervention, as_intervention
 from lingua_jax.progress import progress
 
-LOGITS_BUDGET_BYTES = 1 << 28  # float32 logits of one chunk, [B, chunk, V], stay under this
 FULL, RANDOM = "full", "random"  # names of the table's baseline rows
 
 
-# --- the kernel ----------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class ScoreBatch:
-    """One static-shape batch to score. The model reads input_ids/attention_mask int32 [B, T]; position
-    t adds log p(targets[b, t] | tokens <= t) to row b's sum where scored[b, t] (bool [B, T]);
-    mask_ids int32 [B] picks each row's neuron mask among the K given."""
-
-    input_ids: np.ndarray
-    attention_mask: np.ndarray
-    targets: np.ndarray
-    scored: np.ndarray
-    mask_ids: np.ndarray
-
-
-def _split_positions(x: jax.Array, chunk: int) -> jax.Array:
-    """[B, T, ...] -> [ceil(T / chunk), B, chunk, ...], zero-padded at the end of T."""
-    b, t = x.shape[:2]
-    n = -(-t // chunk)
-    x = jnp.pad(x, [(0, 0), (0, n * chunk - t)] + [(0, 0)] * (x.ndim - 2))
-    return jnp.swapaxes(x.reshape(b, n, chunk, *x.shape[2:]), 0, 1)
-
-
-@functools.partial(jax.jit, static_argnames=("module", "chunk"))
-def _logprob_sums(module, params, input_ids, attention_mask, targets, scored, edits, edit_ids, chunk):
-    """float32 [B, ceil(T / chunk)]: Σ log p(target) over the scored positions of each chunk.
-
-    edits: an Intervention over [K, M, F] or None (no edit); row b uses edit edit_ids[b].
-    """
-    rows = None if edits is None else jax.tree.map(lambda a: a[edit_ids], edits)
-    hidden = module.apply({"params": params}, input_ids, attention_mask, rows, output="hidden")
-
-    def chunk_sums(args):
-        h, y, keep = args  # [B, C, D], [B, C], [B, C]
-        logits = module.apply({"params": params}, h, method="logits").astype(jnp.float32)
-        picked = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
-        logp = picked - jax.nn.logsumexp(logits, axis=-1)
-        return jnp.sum(jnp.where(keep, logp, 0.0), axis=-1)
-
-    parts = tuple(_split_positions(x, chunk) for x in (hidden, targets, scored))
-    return jax.lax.map(chunk_sums, parts).T
-
-
-def _chunk_size(batch: int, length: int, vocab: int) -> int:
-    """Positions per logits chunk so that [batch, chunk, vocab] float32 fits LOGITS_BUDGET_BYTES."""
-    return max(1, min(length, LOGITS_BUDGET_BYTES // (4 * batch * vocab)))
-
+# --- scoring ------------------------------------------------------------------------------------
 
 def _check_edits(lm: LM, masks: ArrayLike | Intervention | None) -> Intervention | None:
     """K edits: masks bool [K, M, F] (zeroing) or an Intervention over [K, M, F] -> an Intervention over
-    [K, M, F] (None: no edit), with a clear error when the shape does not fit the model."""
+    [K, M, F] placed on every device (None: no edit), with a clear error when the shape does not fit
+    the model."""
     if masks is None:
         return None
     edits = as_intervention(intervention=masks) if isinstance(masks, Intervention) else as_intervention(masks)
     if edits.mask.ndim != 3:
         layers = (lm.num_layers, lm.num_neurons)
         raise ValueError(f"masks have shape {edits.mask.shape}; expected [K, {layers[0]}, {layers[1]}] (K, M, F)")
-    return lm.check_intervention(intervention=edits, batch=edits.mask.shape[0], leading="K", split=False)
+    return lm.place(lm.check_intervention(intervention=edits), batched=False)
 
 
 def _single_edit(lm: LM, neuron_mask: ArrayLike | None, intervention: Intervention | None) -> Intervention | None:
@@ -111,19 +63,18 @@ def _single_edit(lm: LM, neuron_mask: ArrayLike | None, intervention: Interventi
     return _check_edits(lm, jax.tree.map(lambda a: a[None], edit))
 
 
-def _score(lm: LM, batches: Iterable[ScoreBatch], num_batches: int, edits: Intervention | None,
+def _score(lm: LM, batches: Iterable[Inputs], num_batches: int, edits: Intervention | None,
            chunk: int | None, what: str) -> list[np.ndarray]:
-    """float64 [B] per batch: each row's summed log-probabilities of its scored targets.
+    """float64 [B] per batch (`Inputs` with targets, scored and edit_ids): each row's summed
+    log-probabilities of its scored targets, row b under edit edit_ids[b] of `edits` (None: no edit).
 
     Batch i + 1 is dispatched before batch i's result is fetched, so the device never waits on the
     host, and the progress log (with ETA) counts finished batches.
     """
     sums, pending = [], None
     for batch in progress(batches, num_batches, what):
-        b, t = batch.input_ids.shape
-        inputs = (batch.input_ids, batch.attention_mask, batch.targets, batch.scored)
-        out = _logprob_sums(lm.module, lm.params, *map(lm.place, inputs), edits, lm.place(batch.mask_ids),
-                            chunk=chunk or _chunk_size(b, t, lm.spec.vocab_size))
+        out, _ = lm.forward(batch if edits is not None else batch.replace(edit_ids=None), output="logprobs",
+                            intervention=edits, chunk=chunk)
         if pending is not None:
             sums.append(to_host(pending).astype(np.float64).sum(axis=1))
         pending = out
@@ -133,7 +84,7 @@ def _score(lm: LM, batches: Iterable[ScoreBatch], num_batches: int, edits: Inter
 # --- perplexity ----------------------------------------------------------------------------------
 
 def _window_batches(windows: np.ndarray, rows: np.ndarray, row_masks: np.ndarray, batch_size: int
-                    ) -> Iterator[ScoreBatch]:
+                    ) -> Iterator[Inputs]:
     """Batches of rows (window rows[i] under mask row_masks[i]); the last batch is completed with
     unscored copies of window 0. Each window predicts its tokens 2..T."""
     t = windows.shape[1]
@@ -147,7 +98,7 @@ def _window_batches(windows: np.ndarray, rows: np.ndarray, row_masks: np.ndarray
         ids = windows[take]
         scored = np.zeros((batch_size, t), bool)
         scored[:n, :-1] = True
-        yield ScoreBatch(ids, ones, np.roll(ids, -1, axis=1), scored, mask_ids)
+        yield Inputs(ids, ones, targets=np.roll(ids, -1, axis=1), scored=scored, edit_ids=mask_ids)
 
 
 def _row_nll(lm: LM, windows: np.ndarray, edits: Intervention | None, rows: np.ndarray, row_masks: np.ndarray,
@@ -169,7 +120,7 @@ def window_nll(lm: LM, windows: ArrayLike, neuron_mask: ArrayLike | None = None,
 
     intervention (or neuron_mask, its zeroing shorthand): None, over [M, F] for every window, or over
     [N, M, F], one per window (rows with different edits share batches). `chunk`: positions per logits
-    chunk (default: from LOGITS_BUDGET_BYTES).
+    chunk (default: from `lm.LOGITS_BUDGET_BYTES`).
     """
     windows = np.asarray(windows, dtype=np.int32)
     if windows.ndim != 2:
@@ -264,8 +215,8 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, context: str, continuation: 
 
 
 def _pair_batches(sequences: list[list[int]], context_lengths: list[int], batch_size: int,
-                  buckets: Sequence[int] | None) -> tuple[Batches, list[ScoreBatch]]:
-    """(the Batches of inputs, their ScoreBatches): each sequence context + continuation is read as
+                  buckets: Sequence[int] | None) -> tuple[Batches, list[Inputs]]:
+    """(the Batches of inputs, what to score of each): each sequence context + continuation is read as
     sequence[:-1], right-padded to a bucket length (pad id 0, masked), and scored at its
     continuation's tokens."""
     batches = make_batches([s[:-1] for s in sequences], batch_size, pad_id=0, buckets=buckets)
@@ -279,7 +230,8 @@ def _pair_batches(sequences: list[list[int]], context_lengths: list[int], batch_
                 targets[row, :n] = sequences[i][1:]
                 scored[row, context_lengths[i] - 1:n] = True
         mask_ids = np.zeros(len(batch.index), np.int32)
-        scoring.append(ScoreBatch(batch.input_ids, batch.attention_mask, targets, scored, mask_ids))
+        scoring.append(Inputs(batch.input_ids, batch.attention_mask, targets=targets, scored=scored,
+                              edit_ids=mask_ids))
     return batches, scoring
 
 

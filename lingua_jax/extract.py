@@ -35,8 +35,7 @@ from lingua_jax.checkpoints import read_json
 from lingua_jax.data import ParallelCorpus, bucket_sizes, make_batches, tokenize_each
 from lingua_jax.data.batching import padding_id
 from lingua_jax.io import write_atomic
-from lingua_jax.lm import LM
-from lingua_jax.models import common
+from lingua_jax.lm import LM, Inputs
 from lingua_jax.progress import progress
 
 STORE = "acts.zarr"  # [N, M, F] float32 zarr array (tensorstore), one chunk per sample and device shard
@@ -143,13 +142,14 @@ def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: i
     writes = []
     for index, pooled in progress(_prefetched(run), num_batches, "pooled activations"):
         if sums is None:
-            sums, squares = (_replicated(lm, np.zeros((num_languages, m * f), np.float32)) for _ in range(2))
+            sums, squares = (lm.place(np.zeros((num_languages, m * f), np.float32), batched=False)
+                              for _ in range(2))
             if store is not None:
                 array = create_store(store, (num_samples, m, f), pooled.sharding.shard_shape(pooled.shape))
         valid = index >= 0
         members = np.zeros((len(index), num_languages), np.float32)
         members[valid, lang[index[valid]]] = 1.0
-        sums, squares, squared = _accumulate(sums, squares, pooled, _replicated(lm, members))
+        sums, squares, squared = _accumulate(sums, squares, pooled, lm.place(members, batched=False))
         if array is None:
             acts[index[valid]] = sharding.to_host(pooled).reshape(len(index), m, f)[valid]
         else:
@@ -164,11 +164,6 @@ def _collect(lm: LM, run: Iterator[tuple[np.ndarray, jax.Array]], num_batches: i
         logging.warning("some activation vectors are all zeros or not finite: no streamed sums")
         return acts, None, None, norms
     return acts, *(sharding.to_host(x).reshape(num_languages, m, f) for x in (sums, squares)), norms
-
-
-def _replicated(lm: LM, x: np.ndarray) -> jax.Array:
-    """x on every device of the model (committed there, as jit outputs are: one compile, not two)."""
-    return lm.place(jnp.asarray(x), batched=False) if lm.mesh is not None else jax.device_put(x, jax.local_devices()[0])
 
 
 def _prefetched(run: Iterator[Any]) -> Iterator[Any]:
@@ -264,13 +259,13 @@ class PackedBatches:
                 segments.append(most)
         return cls(tuple(fitted), tuple(batches), tuple(shapes), tuple(segments), pad_id)
 
-    def batch(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Batch i: input_ids, segment_ids (1..S per row, 0 on padding), positions (from 0 in each
-        sentence), all int32 [B, T], and index int32 [B, S] (the sample in each segment, -1 if none)."""
+    def batch(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch i: input_ids and segment_ids (1..S per row, 0 on padding), int32 [B, T], and index int32
+        [B, S] (the sample in each segment, -1 if none). Positions restart in each sentence
+        (`Layout.packed` derives them from the segment ids)."""
         (b, t), segments = self.shapes_of[i], self.segments_of[i]
         input_ids = np.full((b, t), self.pad_id, np.int32)
         segment_ids = np.zeros((b, t), np.int32)
-        positions = np.zeros((b, t), np.int32)
         index = np.full((b, segments), -1, np.int32)
         for r, row in enumerate(self.batches[i]):
             start = 0
@@ -279,51 +274,20 @@ class PackedBatches:
                 span = slice(start, start + len(tokens))
                 input_ids[r, span] = tokens
                 segment_ids[r, span] = s + 1
-                positions[r, span] = np.arange(len(tokens))
                 index[r, s] = sample
                 start += len(tokens)
-        return input_ids, segment_ids, positions, index
+        return input_ids, segment_ids, index
 
 
 def _packed_outputs(lm: LM, plan: PackedBatches) -> Iterator[tuple[np.ndarray, jax.Array]]:
-    """(sample index [B·S], pooled [B·S, M, F]) per packed batch."""
+    """(sample index [B·S], pooled [B·S, M, F]) per packed batch: the forward service pools each
+    sentence over its own tokens inside the layers (`Inputs.segment_ids`, `Layout.packed`), row b's
+    sentence s at b·S + s; no LM head, no final norm, and [B, M, T, F] never exists."""
     for i in range(len(plan.batches)):
-        input_ids, segment_ids, positions, index = plan.batch(i)
-        pooled = _segment_means(lm.module, lm.params, *map(lm.place, (input_ids, segment_ids, positions)),
-                                num_segments=index.shape[1])
-        yield index.reshape(-1), pooled
-
-
-def _backbone(module: common.CausalLM, *args: Any) -> Any:
-    return module.backbone()(*args)
-
-
-@functools.partial(jax.jit, static_argnames=("module", "num_segments"))
-def _segment_means(module: common.CausalLM, params: Any, input_ids: jax.Array, segment_ids: jax.Array,
-                   positions: jax.Array, num_segments: int) -> jax.Array:
-    """float32 [B·S, M, F]: each packed sentence's neurons averaged over its tokens (row b's
-    segment s at b·S + s), with no LM head and no final norm.
-
-    The attention mask is causal within each segment only, and positions restart at 0 in each, so a
-    sentence's neurons are those it has alone. Pooling happens inside each layer (capture="pooled"):
-    the forward is vmapped over the S segments' token masks, and since only the pooling depends on
-    them, only the pooling is batched over S; the model runs once and [B, M, T, F] never exists.
-    """
-    real = segment_ids > 0
-    causal = jnp.tril(jnp.ones((segment_ids.shape[1],) * 2, bool))
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    mask = (causal[None] & same & real[:, None, :])[:, None]
-    token_masks = (segment_ids[None] == jnp.arange(1, num_segments + 1)[:, None, None]).astype(jnp.int32)
-
-    def segment_pooled(token_mask: jax.Array) -> jax.Array:  # [B, T] -> [B, M, F]
-        layout = common.Layout(query_positions=positions, key_positions=positions, mask=mask,
-                               token_mask=token_mask, cache_index=None)
-        _, state = module.clone(capture="pooled").apply({"params": params}, input_ids, layout, None, None, False,
-                                                        method=_backbone, mutable=["intermediates"])
-        return common.collect_neurons(state["intermediates"], "pooled")
-
-    pooled = jnp.swapaxes(jax.vmap(segment_pooled)(token_masks), 0, 1)  # [B, S, M, F]
-    return pooled.reshape(-1, *pooled.shape[2:])
+        input_ids, segment_ids, index = plan.batch(i)
+        _, pooled = lm.forward(Inputs(input_ids, segment_ids=segment_ids, num_segments=index.shape[1]),
+                               capture="pooled", output="none")  # [B, S, M, F]
+        yield index.reshape(-1), pooled.reshape(-1, *pooled.shape[2:])
 
 
 # --- the store -----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Greedy decoding with a KV cache, prefill and every step in one jit-compiled program.
+"""Greedy decoding with a KV cache, prefill and every step in one jit-compiled program; its inputs are
+checked, rounded up to the data axis and placed by the forward service (`LM.prepare`).
 
 Shapes: B prompts, P padded prompt length (left padding), N new tokens, S = P + N cache slots.
 """
@@ -15,22 +16,23 @@ import numpy as np
 
 from lingua_jax.data import make_batches, tokenize_each
 from lingua_jax.data.batching import padding_id
-from lingua_jax.lm import LM
+from lingua_jax.lm import LM, Inputs
 from lingua_jax.models.common import Intervention, as_intervention
 from lingua_jax.progress import progress
 from lingua_jax.sharding import to_host
 
 
-def init_cache(lm: LM, batch: int, slots: int) -> tuple[jax.Array, jax.Array]:
-    """Zeroed keys and values, each [M, B, S, KV, hd] in the model's dtype."""
-    s = lm.spec
-    kv_heads = getattr(s, "num_kv_heads", s.num_heads)
-    shape = (s.num_layers, batch, slots, kv_heads, s.head_dim)
-    return jnp.zeros(shape, lm.dtype), jnp.zeros(shape, lm.dtype)
+def init_cache(spec: Any, dtype: Any, batch: int, slots: int) -> tuple[jax.Array, jax.Array]:
+    """Zeroed keys and values, each [M, B, S, KV, hd] in `dtype`, for a model of `spec`."""
+    kv_heads = getattr(spec, "num_kv_heads", spec.num_heads)
+    shape = (spec.num_layers, batch, slots, kv_heads, spec.head_dim)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
 @partial(jax.jit, static_argnames=("module", "max_new_tokens"))
-def _greedy(module, params, input_ids, attention_mask, intervention, eos_id, pad_id, cache, max_new_tokens):
+def _greedy(module, params, inputs: Inputs, intervention, eos_id, pad_id, max_new_tokens):
+    """(new tokens int32 [B, N], bool [B]: the row's logits stayed finite) for placed `inputs`."""
+    input_ids, attention_mask = inputs.input_ids, inputs.attention_mask
     batch, prompt_len = input_ids.shape
     key_mask = jnp.concatenate([attention_mask, jnp.zeros((batch, max_new_tokens), attention_mask.dtype)], 1)
 
@@ -41,6 +43,7 @@ def _greedy(module, params, input_ids, attention_mask, intervention, eos_id, pad
         finite = jnp.all(jnp.isfinite(logits), axis=-1)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), finite, cache
 
+    cache = init_cache(module.spec, module.dtype, batch, prompt_len + max_new_tokens)
     token, finite, cache = next_token(input_ids, key_mask, jnp.int32(0), cache)
     done = token == eos_id
     out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
@@ -68,9 +71,8 @@ def greedy(lm: LM, input_ids, attention_mask, max_new_tokens: int, neuron_mask=N
     or [B, M, F] edits the neurons in the prompt and in every step. Non-finite logits of a row that is
     still generating are a FloatingPointError naming the row.
     """
-    out, finite = _greedy_rows(lm, input_ids, attention_mask, max_new_tokens,
-                               lm.check_intervention(neuron_mask, intervention, len(input_ids)), eos_token_id,
-                               pad_token_id)
+    out, finite = _greedy_rows(lm, input_ids, attention_mask, max_new_tokens, neuron_mask, intervention,
+                               eos_token_id, pad_token_id)
     bad = np.flatnonzero(~finite)
     if bad.size:
         raise FloatingPointError(f"generation: row {bad[0]} of the batch ({bad.size} of {len(out)} rows) met "
@@ -78,20 +80,19 @@ def greedy(lm: LM, input_ids, attention_mask, max_new_tokens: int, neuron_mask=N
     return out
 
 
-def _greedy_rows(lm: LM, input_ids, attention_mask, max_new_tokens: int, edit: Intervention | None,
-                 eos_token_id: int | None, pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(new tokens int32 [B, max_new_tokens], bool [B]: the row's logits stayed finite) on the host;
-    `edit` checked and placed (`LM.check_intervention`)."""
+def _greedy_rows(lm: LM, input_ids, attention_mask, max_new_tokens: int, neuron_mask: Any,
+                 intervention: Intervention | None, eos_token_id: int | None, pad_token_id: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(new tokens int32 [B, max_new_tokens], bool [B]: the row's logits stayed finite) on the host."""
     if np.any(np.asarray(attention_mask)[:, -1] == 0):
         raise ValueError("prompts must be left-padded: the last position of every row must be a real token")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    input_ids, attention_mask, _ = lm.check_inputs(input_ids, attention_mask)
-    cache = init_cache(lm, input_ids.shape[0], input_ids.shape[1] + max_new_tokens)
+    inputs, edit, rows = lm.prepare(Inputs(input_ids, attention_mask), neuron_mask, intervention)
     eos = -1 if eos_token_id is None else eos_token_id
-    out, finite = _greedy(lm.module, lm.params, input_ids, attention_mask, edit, jnp.int32(eos),
-                          jnp.int32(pad_token_id), cache, max_new_tokens=max_new_tokens)
-    return to_host(out), to_host(finite)
+    out, finite = _greedy(lm.module, lm.params, inputs, edit, jnp.int32(eos), jnp.int32(pad_token_id),
+                          max_new_tokens=max_new_tokens)
+    return to_host(out)[:rows], to_host(finite)[:rows]
 
 
 def generate(lm: LM, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, neuron_mask=None,
@@ -121,8 +122,7 @@ def generate(lm: LM, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int
         attention_mask = batch.attention_mask.copy()
         attention_mask[~batch.valid, -1] = 1  # a filler row reads one padding token; its output is dropped
         rows = jax.tree.map(lambda a: a[np.maximum(batch.index, 0)], edit) if per_prompt else edit
-        new, finite = _greedy_rows(lm, batch.input_ids, attention_mask, max_new_tokens,
-                                   lm.check_intervention(intervention=rows, batch=len(batch.index)),
+        new, finite = _greedy_rows(lm, batch.input_ids, attention_mask, max_new_tokens, None, rows,
                                    tokenizer.eos_token_id, padding_id(tokenizer))
         bad = [int(i) for i in batch.index[~finite & batch.valid]]
         if bad:

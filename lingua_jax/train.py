@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lingua_jax import sharding
 from lingua_jax.data import load_flores, load_ntrex, train_bpe_tokenizer
 from lingua_jax.io import write_atomic
-from lingua_jax.lm import LM, build_module, param_shapes, save_pretrained
+from lingua_jax.lm import LM, Inputs, apply_model, build_module, param_shapes, save_pretrained
 from lingua_jax.progress import progress
 
 DECAYED = ("kernel", "embedding")  # weight decay on matrices only, never on biases or norm scales
@@ -163,32 +163,17 @@ def init_state(module: Any, tx: optax.GradientTransformation, seed: int, mesh: M
 
 # --- loss and step -------------------------------------------------------------------------------
 
-def _chunks(x: jax.Array, chunk: int) -> jax.Array:
-    """[B, T, ...] -> [T // chunk, B, chunk, ...]."""
-    b, t = x.shape[:2]
-    return jnp.swapaxes(x.reshape(b, t // chunk, chunk, *x.shape[2:]), 0, 1)
-
-
 def next_token_loss(module: Any, params: Any, tokens: jax.Array, attention_mask: jax.Array, chunk: int
                     ) -> jax.Array:
     """Mean next-token NLL (float32 scalar) of tokens int [B, T + 1]: the model reads tokens[:, :T] and
     predicts tokens[:, 1:]; a prediction counts when both its input and target tokens are real
-    (attention_mask 1). Logits and log-softmax in float32, `chunk` positions at a time (chunk must
-    divide T), each chunk recomputed in the backward pass, so float32 logits never exceed [B, C, V]."""
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    weights = (attention_mask[:, :-1] * attention_mask[:, 1:]).astype(jnp.float32)
-    hidden = module.apply({"params": params}, inputs, attention_mask[:, :-1], output="hidden")
-
-    @jax.checkpoint
-    def chunk_nll(total: jax.Array, part: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        h, y, w = part  # [B, C, D], [B, C], [B, C]
-        logits = module.apply({"params": params}, h, method="logits").astype(jnp.float32)
-        picked = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
-        return total + jnp.sum((jax.nn.logsumexp(logits, axis=-1) - picked) * w), None
-
-    parts = tuple(_chunks(x, chunk) for x in (hidden, targets, weights))
-    total, _ = jax.lax.scan(chunk_nll, jnp.float32(0.0), parts)
-    return total / jnp.maximum(weights.sum(), 1.0)
+    (attention_mask 1). The forward service's "logprobs" (`lm.apply_model`, `lm.target_logprobs`, as
+    scoring): logits and log-softmax in float32, `chunk` positions at a time, each chunk recomputed in
+    the backward pass, so float32 logits never exceed [B, C, V]."""
+    scored = (attention_mask[:, :-1] * attention_mask[:, 1:]) > 0
+    inputs = Inputs(tokens[:, :-1], attention_mask[:, :-1], targets=tokens[:, 1:], scored=scored)
+    sums, _ = apply_model(module, params, inputs, None, output="logprobs", chunk=chunk)
+    return -jnp.sum(sums) / jnp.maximum(jnp.sum(scored), 1).astype(jnp.float32)
 
 
 def make_train_step(module: Any, tx: optax.GradientTransformation, state_shardings: TrainState, mesh: Mesh,

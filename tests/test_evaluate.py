@@ -12,6 +12,7 @@ import torch
 import lingua_jax as lj
 import torch_reference as ref
 from lingua_jax import evaluate, extract, metrics, sharding
+from lingua_jax import lm as lm_service
 from lingua_jax.data import train_bpe_tokenizer
 from lingua_jax.data import xstorycloze as xsc
 
@@ -283,10 +284,11 @@ def test_loss_never_holds_full_float32_logits(checkpoint, monkeypatch):
     lm = lj.load_pretrained(checkpoint("bloom", 4096))
     b, t = 2, 64
     full_logits = b * t * lm.spec.vocab_size * 4
-    monkeypatch.setattr(evaluate, "LOGITS_BUDGET_BYTES", full_logits // 8)
-    chunk = evaluate._chunk_size(b, t, lm.spec.vocab_size)
+    monkeypatch.setattr(lm_service, "LOGITS_BUDGET_BYTES", full_logits // 8)
+    chunk = lm_service.logits_chunk(b, t, lm.spec.vocab_size)
     assert chunk == t // 8
     ids = np.zeros((b, t), np.int32)
-    args = (ids, np.ones_like(ids), ids, np.ones((b, t), bool), None, np.zeros(b, np.int32))
-    compiled = evaluate._logprob_sums.lower(lm.module, lm.params, *args, chunk=chunk).compile()
+    inputs, _, _ = lm.prepare(lm_service.Inputs(ids, targets=ids, scored=np.ones((b, t), bool)))
+    compiled = lm_service.apply_model.lower(lm.module, lm.params, inputs, None, output="logprobs",
+                                            chunk=chunk).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < full_logits / 2

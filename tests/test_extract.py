@@ -110,12 +110,11 @@ def test_packing_plan_holds_every_sentence_once_within_its_row():
     for i, batch in enumerate(plan.batches):
         rows, length = plan.shapes_of[i]
         assert len(batch) <= rows and all(sum(lengths[s] for s in row) <= length for row in batch)
-        input_ids, segment_ids, positions, index = plan.batch(i)
+        input_ids, segment_ids, index = plan.batch(i)
         for r, row in enumerate(batch):
             for s, sample in enumerate(row):
                 where = segment_ids[r] == s + 1
                 np.testing.assert_array_equal(input_ids[r][where], tokens[sample])
-                np.testing.assert_array_equal(positions[r][where], np.arange(lengths[sample]))
                 assert index[r, s] == sample
     assert plan.efficiency == sum(lengths) / sum(b * t for b, t in plan.shapes_of)
     with pytest.raises(ValueError, match="more than the maximum 64"):

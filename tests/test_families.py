@@ -414,13 +414,12 @@ def test_attention_flops_count_the_window():
 def test_gemma2_scoring_uses_the_capped_logits(models):
     """The final soft-cap applies wherever logits are computed: the chunked log-probabilities of `evaluate`
     (7 positions per chunk) equal those of PyTorch's capped logits, and differ from the uncapped ones."""
-    from lingua_jax import evaluate
     lm, torch_model = models("gemma2")
     ids, mask = padded_batch(0, LONG, "right")
     targets = np.roll(ids, -1, axis=1)
     scored = (mask * np.roll(mask, -1, axis=1)).astype(bool)
-    ours = np.asarray(evaluate._logprob_sums(lm.module, lm.params, ids, mask, targets, scored, None,
-                                             np.zeros(len(ids), np.int32), chunk=7)).sum(axis=1)
+    sums, _ = lm.forward(lj.lm.Inputs(ids, mask, targets=targets, scored=scored), output="logprobs", chunk=7)
+    ours = np.asarray(sums).sum(axis=1)
 
     def reference(model):
         logits, _ = ref.forward(model, ids, mask)
