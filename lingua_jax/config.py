@@ -31,7 +31,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.stages = "extract,metrics,regions,stability,ablation,xstorycloze,generation,steer,compare,report"
     # path: "demo" (the shipped demo model), a local directory, or a hub id "org/name[@revision]";
     # revision: a branch, tag or commit of a hub id ("" = main)
-    c.model = ml_collections.ConfigDict(dict(path="demo", revision="", dtype="float32", mesh=(), fsdp=False))
+    # attention: "auto" (cuDNN flash attention on a CUDA GPU where it supports the model, else the blocked
+    # XLA path), "blocked", "xla" or "cudnn"
+    c.model = ml_collections.ConfigDict(dict(path="demo", revision="", dtype="float32", mesh=(), fsdp=False,
+                                             attention="auto"))
     c.model.random = ml_collections.ConfigDict()  # set fields (family, hidden_size, ...) for a random model
     c.tokenizer = ""  # default: the model's tokenizer; else a directory or a hub id
     # kind: bundled | flores | ntrex | table | bible (local files at `path`) | hub_flores (FLORES+ on the Hub)

@@ -184,7 +184,7 @@ class Context:
     def lm(self) -> LM:
         model = self.config.model
         return load_pretrained(self.source, dtype=model.dtype, mesh=sharding.default_mesh(tuple(model.mesh)),
-                               fsdp=model.get("fsdp", False))
+                               fsdp=model.get("fsdp", False), attention=model.get("attention", "auto"))
 
     @property
     @resource

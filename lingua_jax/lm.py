@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -325,20 +326,23 @@ class LM:
         return self.forward(Inputs(input_ids, attention_mask), "pooled", "none", neuron_mask, intervention)[1]
 
 
-def build_module(config: Any, dtype: str | Any = "float32") -> tuple[common.CausalLM, Family]:
-    """The Flax module (and its Family) for an HF config."""
+def build_module(config: Any, dtype: str | Any = "float32", attention: common.Implementation = "auto"
+                 ) -> tuple[common.CausalLM, Family]:
+    """The Flax module (and its Family) for an HF config; `attention`: the attention implementation
+    (`common.choose_implementation`)."""
     family = family_of(config)
-    return family.module_cls(family.spec(config), dtype=checkpoints.resolve_dtype(dtype)), family
+    module = family.module_cls(family.spec(config), dtype=checkpoints.resolve_dtype(dtype), attention=attention)
+    return module, family
 
 
 def param_shapes(module: common.CausalLM) -> Any:
     """The params pytree of `module` as ShapeDtypeStructs (nothing allocated)."""
-    ids = jnp.zeros((1, 1), jnp.int32)
-    return jax.eval_shape(module.init, jax.random.key(0), ids, jnp.ones_like(ids))["params"]
+    return nn.meta.unbox(common.logical_param_shapes(module))
 
 
 def load_pretrained(path: str | os.PathLike | checkpoints.ModelSource, dtype: str | Any = "float32",
-                    mesh: Mesh | None = None, fsdp: bool = False, revision: str = "") -> LM:
+                    mesh: Mesh | None = None, fsdp: bool = False, revision: str = "",
+                    attention: common.Implementation = "auto") -> LM:
     """Load a checkpoint: a Hugging Face directory (config.json + safetensors or pytorch_model.bin), an
     orbax directory (config.json + params/, as `save_pretrained(..., format="orbax")` writes it), a hub
     id "org/name[@revision]" (fetched into the Hugging Face cache, `revision` as "@revision"; see
@@ -349,17 +353,19 @@ def load_pretrained(path: str | os.PathLike | checkpoints.ModelSource, dtype: st
     rules of `lingua_jax.sharding` (`fsdp` also splits them over "data"), each device's shard read
     straight from the checkpoint, and every forward runs with the batch split over "data". Without a
     mesh the model lives on this process's first local device (with several processes, each holds its
-    own copy and computes on its own).
+    own copy and computes on its own). `attention` chooses the attention implementation: "auto" (cuDNN
+    flash attention on a CUDA GPU where it supports the model, else "blocked"), "blocked", "xla" or
+    "cudnn" (see `lingua_jax.models.common.choose_implementation`).
     """
     found = path if isinstance(path, checkpoints.ModelSource) else checkpoints.resolve_model(path, revision)
     config = checkpoints.load_config(found.path)
-    module, family = build_module(config, dtype)
+    module, family = build_module(config, dtype, attention)
     shapes = param_shapes(module)
     if mesh is None:
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree_util.tree_map(lambda _: device, shapes)
     else:
-        shardings = sharding.param_shardings(shapes, module.spec, mesh, fsdp)
+        shardings = sharding.param_shardings(module, mesh, fsdp)
     if checkpoints.is_orbax(found.path):
         params = checkpoints.load_orbax(found.path, shapes, module.dtype, shardings)
     else:
@@ -368,14 +374,13 @@ def load_pretrained(path: str | os.PathLike | checkpoints.ModelSource, dtype: st
     return LM(module, params, config, family, source, mesh)
 
 
-def random_init(config: Any, dtype: str | Any = "float32", seed: int = 0, mesh: Mesh | None = None) -> LM:
+def random_init(config: Any, dtype: str | Any = "float32", seed: int = 0, mesh: Mesh | None = None,
+                attention: common.Implementation = "auto") -> LM:
     """An LM with the architecture of HF `config` and random weights (Flax's initialisers, `seed`),
     made on the devices: sharded by the partition rules when a `mesh` is given."""
-    module, family = build_module(config, dtype)
-    out = None if mesh is None else sharding.param_shardings(param_shapes(module), module.spec, mesh)
-    ids = jnp.zeros((1, 1), jnp.int32)
-    params = jax.jit(lambda key: module.init(key, ids, jnp.ones_like(ids))["params"], out_shardings=out)(
-        jax.random.key(seed))
+    module, family = build_module(config, dtype, attention)
+    out = None if mesh is None else sharding.param_shardings(module, mesh)
+    params = jax.jit(lambda key: common.init_params(module, key), out_shardings=out)(jax.random.key(seed))
     return LM(module, params, config, family, {"path": None, "dtype": jnp.dtype(module.dtype).name,
                                                "random_init_seed": seed}, mesh)
 

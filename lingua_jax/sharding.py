@@ -1,32 +1,33 @@
 """Meshes and partition rules: batch on "data", Megatron-style tensor parallelism on "model".
 
-Column-split (output features on "model"): query_key_value, q/k/v_proj, dense_h_to_4h, gate/up_proj,
-the LM head (vocabulary). Row-split (input features on "model"): the attention output (dense, o_proj),
-dense_4h_to_h, down_proj. The embedding is split over the vocabulary. Norms are replicated. BLOOM's
-fused query_key_value is head-major ([H, 3, hd] along its output), so an even column split gives each
-device whole heads. With `fsdp=True` every parameter is also split over "data" along its first free
-dimension that divides evenly. Stacked layer parameters keep their leading [M] axis whole.
+Every parameter carries logical axis names, declared where the module creates it
+(`nn.with_logical_partitioning`, see `lingua_jax.models.common`): "vocab", "embed", "heads", "kv_heads",
+"mlp", "head_dim" and, for the scanned layer stack, "layers". `logical_rules` maps them to mesh axes
+(the MaxText way): the vocabulary, query heads, key/value heads and neurons on "model" (so
+query_key_value, q/k/v_proj, dense_h_to_4h, gate/up_proj and the LM head are column-split, the
+attention output and dense_4h_to_h/down_proj row-split, the embedding vocabulary-split), the rest
+replicated; with `fsdp=True` "embed" also goes on "data". A new family declares its parameters' axes and
+needs nothing here. BLOOM's fused query_key_value is head-major ([H, 3, hd] along its output), so an even
+column split gives each device whole heads.
 
-Fallbacks (logged): key/value projections whose head count does not divide the model axis, and an
-embedding/LM head whose vocabulary does not, are replicated. Query heads and neurons must divide it.
+Fallbacks (logged): key/value heads that do not divide the model axis, a vocabulary that does not, and
+under FSDP a hidden size that does not divide the data axis are replicated. Query heads and neurons must
+divide the model axis (a clear error).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from lingua_jax.models import FAMILIES
+from lingua_jax.models import common
 
 AXES = ("data", "model")
-COLUMN = {"query_key_value", "q_proj", "k_proj", "v_proj", "dense_h_to_4h", "gate_proj", "up_proj", "lm_head"}
-ROW = {"dense", "o_proj", "dense_4h_to_h", "down_proj"}
-EMBEDDINGS = {"word_embeddings", "embed_tokens"}
-KV = {"k_proj", "v_proj"}
 
 
 def make_mesh(shape: tuple[int, int] = (-1, 1), devices: list[Any] | None = None) -> Mesh:
@@ -62,40 +63,41 @@ def check_divisible(spec: Any, mesh: Mesh) -> None:
         raise ValueError(f"{spec.num_neurons} neurons per layer are not divisible by the model axis ({model})")
 
 
-def partition_spec(path: tuple[str, ...], shape: tuple[int, ...], spec: Any, mesh: Mesh, fsdp: bool) -> P:
-    """The PartitionSpec of one parameter, from its Flax path and shape."""
-    model = mesh.shape["model"]
-    module, leaf = path[-2], path[-1]
-    axes: list[str | None] = [None] * len(shape)
-    kv_heads = getattr(spec, "num_kv_heads", spec.num_heads)
-    if module in KV and kv_heads % model:
-        logging.warning("%d key/value heads do not divide the model axis (%d): %s replicated",
-                        kv_heads, model, "/".join(path))
-    elif module in COLUMN and leaf in ("kernel", "bias"):
-        axes[-1] = "model"
-    elif module in ROW and leaf == "kernel":
-        axes[-2] = "model"
-    elif module in EMBEDDINGS and leaf == "embedding":
-        axes[0] = "model"
-    if module in EMBEDDINGS | {"lm_head"} and spec.vocab_size % model:
-        logging.warning("vocabulary %d does not divide the model axis (%d): %s replicated",
-                        spec.vocab_size, model, "/".join(path))
-        axes = [None] * len(shape)
-    if fsdp:
-        data = mesh.shape["data"]
-        stacked = any(f.stack in path for f in FAMILIES.values())
-        free = [d for d in range(int(stacked), len(shape)) if axes[d] is None and shape[d] % data == 0]
-        if free and data > 1:
-            axes[free[0]] = "data"
-    return P(*axes)
-
-
-def param_shardings(shapes: Any, spec: Any, mesh: Mesh, fsdp: bool = False) -> Any:
-    """NamedShardings for a params pytree (or its ShapeDtypeStructs)."""
+def logical_rules(spec: Any, mesh: Mesh, fsdp: bool = False) -> tuple[tuple[str, str | None], ...]:
+    """(logical axis, mesh axis or None) for the parameters of a model of `spec` on `mesh`: vocabulary,
+    query heads, key/value heads and neurons on "model" (kv heads and the vocabulary replicated, with a
+    warning, when they do not divide it), the hidden size on "data" with `fsdp` (replicated, with a
+    warning, when it does not divide it), the rest (head_dim, the stacked layers) replicated."""
     check_divisible(spec, mesh)
-    return jax.tree_util.tree_map_with_path(
-        lambda kp, x: NamedSharding(mesh, partition_spec(tuple(k.key for k in kp), x.shape, spec, mesh, fsdp)),
-        shapes)
+    model, data = mesh.shape["model"], mesh.shape["data"]
+
+    def split(axis: str, count: int, mesh_axis: str, size: int, what: str) -> tuple[str, str | None]:
+        if count % size:
+            logging.warning("%s %d do not divide the mesh's %s axis (%d): replicated", what, count, mesh_axis, size)
+            return axis, None
+        return axis, mesh_axis
+
+    embed = split(common.EMBED, spec.hidden_size, "data", data, "the hidden size") if fsdp and data > 1 else (
+        common.EMBED, None)
+    return (split(common.VOCAB, spec.vocab_size, "model", model, "the vocabulary"), (common.HEADS, "model"),
+            split(common.KV_HEADS, getattr(spec, "num_kv_heads", spec.num_heads), "model", model,
+                  "the key/value heads"),
+            (common.MLP, "model"), embed, (common.HEAD_DIM, None), (common.LAYERS, None))
+
+
+def param_shardings(module: Any, mesh: Mesh, fsdp: bool = False) -> Any:
+    """NamedShardings for the params of a CausalLM `module`, from the logical axes its parameters declare
+    (`logical_rules`); a parameter without them is an error naming it."""
+    shapes = common.logical_param_shapes(module)
+    rules = logical_rules(module.spec, mesh, fsdp)
+
+    def named(path: Any, box: Any) -> NamedSharding:
+        if not isinstance(box, nn.LogicallyPartitioned):
+            raise TypeError(f"parameter {jax.tree_util.keystr(path)} declares no logical axes: create it "
+                            "with lingua_jax.models.common.dense, embedding or logical")
+        return NamedSharding(mesh, nn.logical_to_mesh_axes(box.names, rules))
+
+    return jax.tree_util.tree_map_with_path(named, shapes, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

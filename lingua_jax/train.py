@@ -38,6 +38,7 @@ from lingua_jax import sharding
 from lingua_jax.data import load_flores, load_ntrex, train_bpe_tokenizer
 from lingua_jax.io import write_atomic
 from lingua_jax.lm import LM, Inputs, apply_model, build_module, param_shapes, save_pretrained
+from lingua_jax.models import common
 from lingua_jax.progress import progress
 
 DECAYED = ("kernel", "embedding")  # weight decay on matrices only, never on biases or norm scales
@@ -146,15 +147,14 @@ def init_state(module: Any, tx: optax.GradientTransformation, seed: int, mesh: M
     """(state, its shardings): params from `module.init` with jax.random.key(seed), created directly
     on their mesh shards; the optimizer's moments sharded as the params they follow."""
     shapes = param_shapes(module)
-    shardings = sharding.param_shardings(shapes, module.spec, mesh)
+    shardings = sharding.param_shardings(module, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_shardings = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, shapes), shardings,
                                           transform_non_params=lambda _: replicated)
     state_shardings = TrainState(shardings, opt_shardings)
 
     def init(key: jax.Array) -> TrainState:
-        ids = jnp.zeros((1, 1), jnp.int32)
-        params = module.init(key, ids, jnp.ones_like(ids))["params"]
+        params = common.init_params(module, key)
         return TrainState(params, tx.init(params))
 
     state = jax.jit(init, out_shardings=state_shardings)(jax.random.key(seed))

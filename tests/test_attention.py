@@ -188,3 +188,29 @@ def test_choose_implementation_explicit():
         common.choose_implementation("cudnn", *spec(), softcap=50.0, platform="cuda")
     with pytest.raises(ValueError, match="flash"):
         common.choose_implementation("flash", *spec())
+
+
+@pytest.mark.parametrize("name", ["bloom", "mistral", "gemma3", "cohere"])
+def test_models_take_the_implementation_they_are_loaded_with(checkpoint, name):
+    """load_pretrained(..., attention="xla") runs jax.nn.dot_product_attention in every layer: the same
+    logits as the default (blocked on CPU) with ALiBi, sliding windows, two rotary embeddings and left
+    padding, and a different compiled program."""
+    import lingua_jax as lj
+    from test_models import padded_batch, valid
+
+    path = checkpoint(name)
+    blocked, xla = lj.load_pretrained(path), lj.load_pretrained(path, attention="xla")
+    assert (blocked.module.attention, xla.module.attention) == ("auto", "xla")
+    ids, mask = padded_batch(0, (40, 23, 1, 30), "left")
+    np.testing.assert_allclose(valid(np.asarray(xla(ids, mask).logits), mask),
+                               valid(np.asarray(blocked(ids, mask).logits), mask), atol=1e-5, rtol=0)
+    lowered = lambda lm: jax.jit(lambda p, i: lm.module.apply({"params": p}, i, jnp.ones_like(i))).lower(
+        lm.params, jnp.asarray(ids)).as_text()
+    assert lowered(xla) != lowered(blocked)
+
+
+def test_a_softcapped_model_refuses_a_kernel_without_softcap(checkpoint):
+    import lingua_jax as lj
+
+    with pytest.raises(ValueError, match="softcap is not supported"):  # at load: building the params traces
+        lj.load_pretrained(checkpoint("gemma2"), attention="xla")

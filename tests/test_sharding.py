@@ -122,3 +122,68 @@ def test_generation_and_metrics_on_a_mesh(checkpoint):
     assert_close(metrics.contribution_scores(split, lang), metrics.contribution_scores(acts, lang))
     assert abs(metrics.sads(metrics.similarity(split), lang, sem)
                - metrics.sads(metrics.similarity(acts), lang, sem)) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["bloom_mesh", "llama_mesh", "qwen3", "mistral", "gemma2", "gemma3", "cohere"])
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_every_family_shards_by_the_logical_axes_its_parameters_declare(name, fsdp):
+    """No family has an entry in sharding.py: its parameters' logical axes decide. On a (2, 4) mesh the
+    projections into heads and neurons split their outputs over "model", the projections out of them
+    their inputs, the embedding its vocabulary; kv heads (2 of them in most of these) and a vocabulary
+    (101) that do not divide 4 are replicated; FSDP puts the hidden size on "data"."""
+    import torch_reference as ref
+    from jax.sharding import PartitionSpec as P
+
+    config_cls, kwargs, _ = ref.CHECKPOINTS[name]
+    vocab = VOCAB if name.endswith("_mesh") else ref.VOCAB
+    module, _ = lj.lm.build_module(config_cls(vocab_size=vocab, **kwargs))
+    spec = module.spec
+    shardings = sharding.param_shardings(module, sharding.make_mesh((2, 4)), fsdp=fsdp)
+    specs = {jax.tree_util.keystr(k): s.spec for k, s in jax.tree_util.tree_leaves_with_path(shardings)}
+    embed, vocab_axis = ("data" if fsdp else None), ("model" if vocab % 4 == 0 else None)
+    kv = "model" if getattr(spec, "num_kv_heads", spec.num_heads) % 4 == 0 else None
+    if name.startswith("bloom"):
+        stack = "['transformer']['h']"
+        expected = {"['self_attention']['query_key_value']['kernel']": P(None, embed, "model"),
+                    "['self_attention']['dense']['kernel']": P(None, "model", embed),
+                    "['mlp']['dense_h_to_4h']['kernel']": P(None, embed, "model"),
+                    "['mlp']['dense_4h_to_h']['kernel']": P(None, "model", embed),
+                    "['input_layernorm']['scale']": P(None, embed)}
+        table = "['transformer']['word_embeddings']['embedding']"
+    else:
+        stack = "['model']['layers']"
+        expected = {"['self_attn']['q_proj']['kernel']": P(None, embed, "model"),
+                    "['self_attn']['k_proj']['kernel']": P(None, embed, kv),
+                    "['self_attn']['o_proj']['kernel']": P(None, "model", embed),
+                    "['mlp']['gate_proj']['kernel']": P(None, embed, "model"),
+                    "['mlp']['down_proj']['kernel']": P(None, "model", embed),
+                    "['input_layernorm']['weight']": P(None, embed)}
+        if spec.qk_norm == "per_head":
+            expected["['self_attn']['q_norm']['weight']"] = P(None, "model", None)
+            expected["['self_attn']['k_norm']['weight']"] = P(None, kv, None)
+        elif spec.qk_norm == "shared":
+            expected["['self_attn']['q_norm']['weight']"] = P(None, None)
+        table = "['model']['embed_tokens']['embedding']"
+    for path, want in expected.items():
+        assert specs[stack + path] == want, path
+    assert specs[table] == P(vocab_axis, embed)
+    if "['lm_head']['kernel']" in specs:
+        assert specs["['lm_head']['kernel']"] == P(embed, vocab_axis)
+
+
+def test_a_parameter_without_logical_axes_is_a_clear_error():
+    import types
+
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    class Bare(nn.Module):
+        spec: types.SimpleNamespace
+
+        @nn.compact
+        def __call__(self, input_ids, attention_mask):
+            return nn.Dense(4, name="proj")(jnp.ones((1, 4)))
+
+    spec = types.SimpleNamespace(num_heads=4, num_neurons=8, vocab_size=8, hidden_size=4)
+    with pytest.raises(TypeError, match=r"parameter \['proj'\]\['(bias|kernel)'\] declares no logical axes"):
+        sharding.param_shardings(Bare(spec), sharding.make_mesh((2, 4)))

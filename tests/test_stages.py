@@ -237,6 +237,7 @@ READERS = {
     "model.path": {"report"},  # a random model's path is only shown (there is none)
     "model.revision": set(),
     "model.dtype": MODEL_USERS | {"report"},
+    "model.attention": MODEL_USERS,  # another kernel rounds otherwise in bfloat16
     "model.mesh": set(), "model.fsdp": set(),  # placement: how work is split, not what is computed
     "tokenizer": MODEL_USERS,
     "data_dir": {"xstorycloze"},  # where @data/xstorycloze is
@@ -294,7 +295,7 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
     tokenizer_dir = tmp_path / "results" / "random_model"
     mutations = {
         "model.path": str(tmp_path / "elsewhere"), "model.revision": "main", "model.dtype": "bfloat16",
-        "model.mesh": (1, 1), "model.fsdp": True, "tokenizer": str(tokenizer_dir),
+        "model.attention": "xla", "model.mesh": (1, 1), "model.fsdp": True, "tokenizer": str(tokenizer_dir),
         "data_dir": str(shutil.copytree(data, tmp_path / "data2")),
         "corpus.kind": "flores", "corpus.path": "@data/flores200_devtest", "corpus.languages": "en,zh,fr,es,ar,vi",
         "corpus.n": 5, "corpus.seed": 1,

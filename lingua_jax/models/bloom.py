@@ -69,23 +69,32 @@ def bloom_gelu(x: jax.Array) -> jax.Array:
     return x * 0.5 * (1.0 + jnp.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
 
 
+def layer_norm_of(spec: BloomSpec, dtype: Any, name: str | None = None) -> nn.LayerNorm:
+    """BLOOM's LayerNorm over the hidden size, its scale and bias on the logical axis EMBED."""
+    init = lambda base: common.logical(base, common.EMBED)
+    return nn.LayerNorm(epsilon=spec.layer_norm_epsilon, dtype=dtype, param_dtype=dtype, name=name,
+                        scale_init=init(nn.initializers.ones), bias_init=init(nn.initializers.zeros))
+
+
 class BloomAttention(nn.Module):
     spec: BloomSpec
     dtype: Any
+    attention: common.Implementation = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, layout: common.Layout, cache):
         """x [B, T, D] -> ([B, T, D] without the residual, updated layer cache or None)."""
         b, t, _ = x.shape
         s = self.spec
-        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
-        fused = dense(3 * s.hidden_size, "query_key_value")(x).reshape(b, t, s.num_heads, 3, s.head_dim)
+        dense = lambda n, axes, name: common.dense(n, axes, self.dtype, name, bias=True)
+        fused = dense(3 * s.hidden_size, (common.EMBED, common.HEADS), "query_key_value")(x)
+        fused = fused.reshape(b, t, s.num_heads, 3, s.head_dim)
         k, v, cache = layout.update(cache, fused[..., 1, :], fused[..., 2, :])
         slopes = jnp.asarray(alibi_slopes(s.num_heads))
         alibi = slopes[None, :, None, None] * layout.key_positions[:, None, None, :].astype(jnp.float32)
         context = common.dot_product_attention(fused[..., 0, :], k, v, layout.mask, bias=alibi,
-                                               causal=layout.cache_index is None)
-        return dense(s.hidden_size, "dense")(context.reshape(b, t, s.hidden_size)), cache
+                                               causal=layout.cache_index is None, implementation=self.attention)
+        return dense(s.hidden_size, (common.HEADS, common.EMBED), "dense")(context.reshape(b, t, s.hidden_size)), cache
 
 
 class BloomMLP(nn.Module):
@@ -96,26 +105,27 @@ class BloomMLP(nn.Module):
     @nn.compact
     def __call__(self, x, layer_edit, token_mask):
         """x [B, T, D] -> [B, T, D] (no residual); neurons = GELU output [B, T, 4D]."""
-        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
-        h = bloom_gelu(dense(self.spec.num_neurons, "dense_h_to_4h")(x))
+        dense = lambda n, axes, name: common.dense(n, axes, self.dtype, name, bias=True)
+        h = bloom_gelu(dense(self.spec.num_neurons, (common.EMBED, common.MLP), "dense_h_to_4h")(x))
         h = common.NeuronHook(self.capture, name="neurons")(h, layer_edit, token_mask)
-        return dense(self.spec.hidden_size, "dense_4h_to_h")(h)
+        return dense(self.spec.hidden_size, (common.MLP, common.EMBED), "dense_4h_to_h")(h)
 
 
 class BloomBlock(nn.Module):
     spec: BloomSpec
     dtype: Any
     capture: common.Capture
+    attention: common.Implementation = "auto"
 
     @nn.compact
     def __call__(self, hidden, layer_inputs, layout: common.Layout):
         layer_edit, cache = layer_inputs
-        layer_norm = lambda name: nn.LayerNorm(
-            epsilon=self.spec.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.dtype, name=name)
+        layer_norm = lambda name: layer_norm_of(self.spec, self.dtype, name)
         post_ln_residual = self.spec.apply_residual_connection_post_layernorm
         normed = layer_norm("input_layernorm")(hidden)
         residual = normed if post_ln_residual else hidden
-        attended, cache = BloomAttention(self.spec, self.dtype, name="self_attention")(normed, layout, cache)
+        attended, cache = BloomAttention(self.spec, self.dtype, self.attention, name="self_attention")(
+            normed, layout, cache)
         hidden = residual + attended
         normed = layer_norm("post_attention_layernorm")(hidden)
         residual = normed if post_ln_residual else hidden
@@ -130,14 +140,14 @@ class BloomTransformer(nn.Module):
     spec: BloomSpec
     dtype: Any
     capture: common.Capture
+    attention: common.Implementation = "auto"
 
     def setup(self):
         s = self.spec
-        self.word_embeddings = nn.Embed(s.vocab_size, s.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
-        layer_norm = lambda: nn.LayerNorm(epsilon=s.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.dtype)
-        self.word_embeddings_layernorm = layer_norm()
-        self.ln_f = layer_norm()
-        self.h = common.layer_stack(BloomBlock, s.num_layers)(s, self.dtype, self.capture)
+        self.word_embeddings = common.embedding(s.vocab_size, s.hidden_size, self.dtype)
+        self.word_embeddings_layernorm = layer_norm_of(s, self.dtype)
+        self.ln_f = layer_norm_of(s, self.dtype)
+        self.h = common.layer_stack(BloomBlock, s.num_layers)(s, self.dtype, self.capture, self.attention)
 
     def __call__(self, input_ids, layout, layer_edits, cache, final_norm: bool):
         hidden = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
@@ -154,12 +164,12 @@ class BloomForCausalLM(common.CausalLM):
     spec: BloomSpec
     dtype: Any = jnp.float32
     capture: common.Capture = "none"
+    attention: common.Implementation = "auto"
 
     def setup(self):
-        self.transformer = BloomTransformer(self.spec, self.dtype, self.capture)
+        self.transformer = BloomTransformer(self.spec, self.dtype, self.capture, self.attention)
         if not self.spec.tie_word_embeddings:
-            self.lm_head = nn.Dense(self.spec.vocab_size, use_bias=False, dtype=self.dtype,
-                                    param_dtype=self.dtype)
+            self.lm_head = common.dense(self.spec.vocab_size, (common.EMBED, common.VOCAB), self.dtype)
 
     def backbone(self):
         return self.transformer

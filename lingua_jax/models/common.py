@@ -355,7 +355,47 @@ def layer_stack(block: type[nn.Module], num_layers: int) -> type[nn.Module]:
         split_rngs={"params": True},
         in_axes=(0, nn.broadcast),
         length=num_layers,
+        metadata_params={nn.PARTITION_NAME: LAYERS},  # the stacked params' leading logical axis
     )
+
+
+# --- parameters with logical axes ------------------------------------------------------------------
+# Every parameter names its axes where it is created (nn.with_logical_partitioning);
+# lingua_jax.sharding maps the names to mesh axes, so a family needs no entry there.
+VOCAB, EMBED, HEADS, KV_HEADS, MLP, HEAD_DIM, LAYERS = "vocab", "embed", "heads", "kv_heads", "mlp", "head_dim", "layers"
+
+
+def dense(features: int, axes: tuple[str, str], dtype: Any, name: str | None = None, bias: bool = False) -> nn.Dense:
+    """nn.Dense whose kernel [in, out] has the logical `axes` (in, out) and its bias [out] the second.
+    Heads are flattened into their axis: q_proj's kernel is [D, H * hd] with axes (EMBED, HEADS)."""
+    return nn.Dense(features, use_bias=bias, dtype=dtype, param_dtype=dtype, name=name,
+                    kernel_init=nn.with_logical_partitioning(nn.linear.default_kernel_init, axes),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[1:]))
+
+
+def embedding(vocab_size: int, features: int, dtype: Any, name: str | None = None) -> nn.Embed:
+    """nn.Embed whose table [V, D] has the logical axes (VOCAB, EMBED)."""
+    return nn.Embed(vocab_size, features, dtype=dtype, param_dtype=dtype, name=name,
+                    embedding_init=nn.with_logical_partitioning(nn.linear.default_embed_init, (VOCAB, EMBED)))
+
+
+def logical(init: Any, *axes: str) -> Any:
+    """`init` for a parameter whose axes are the logical `axes` (norm weights: `logical(ones, EMBED)`)."""
+    return nn.with_logical_partitioning(init, axes)
+
+
+def logical_param_shapes(module: nn.Module) -> Any:
+    """The params of a CausalLM `module` as ShapeDtypeStructs (nothing allocated), each wrapped in
+    nn.LogicallyPartitioned with its logical axes (`nn.get_partition_spec` reads them, `nn.meta.unbox`
+    drops them)."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(module.init, jax.random.key(0), ids, jnp.ones_like(ids))["params"]
+
+
+def init_params(module: nn.Module, key: jax.Array) -> Any:
+    """Random params of a CausalLM `module` (Flax's initialisers), as plain arrays."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return nn.meta.unbox(module.init(key, ids, jnp.ones_like(ids))["params"])
 
 
 def collect_neurons(intermediates: dict[str, Any], capture: Capture) -> jax.Array | None:

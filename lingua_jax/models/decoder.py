@@ -206,17 +206,19 @@ class DecoderSpec:
 
 class Norm(nn.Module):
     """The family's norm over the last axis, computed in float32 (`kind`: "rms", "gemma_rms" or "layer",
-    see the module docstring); `per_head` gives x [..., heads, hd] one weight row per head."""
+    see the module docstring). Its weight spans the trailing dimensions that `axes` names: (EMBED,) for
+    the hidden size, (HEAD_DIM,) for one weight shared by all heads, (HEADS or KV_HEADS, HEAD_DIM) for a
+    weight per head."""
 
     kind: str
     eps: float
     dtype: Any = jnp.float32
-    per_head: bool = False
+    axes: tuple[str, ...] = (common.EMBED,)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         init = nn.initializers.zeros if self.kind == "gemma_rms" else nn.initializers.ones
-        weight = self.param("weight", init, x.shape[-2 if self.per_head else -1:], self.dtype)
+        weight = self.param("weight", common.logical(init, *self.axes), x.shape[-len(self.axes):], self.dtype)
         x32 = x.astype(jnp.float32)
         if self.kind == "layer":
             x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
@@ -251,6 +253,7 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool
 class Attention(nn.Module):
     spec: DecoderSpec
     dtype: Any
+    attention: common.Implementation = "auto"
 
     @nn.compact
     def __call__(self, x, layout: common.Layout, cache, local=None):
@@ -258,26 +261,31 @@ class Attention(nn.Module):
         this layer slides and uses `local_rope` (None: every layer is alike)."""
         b, t, _ = x.shape
         s = self.spec
-        dense = lambda n, bias, name: nn.Dense(n, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype,
-                                               name=name)
-        heads = lambda n, name: dense(n * s.head_dim, s.qkv_bias, name)(x).reshape(b, t, n, s.head_dim)
-        q, k = heads(s.num_heads, "q_proj"), heads(s.num_kv_heads, "k_proj")
-        if s.qk_norm is not None:  # over each head's hd features
-            norm = lambda name: Norm(s.norm, s.norm_eps, self.dtype, per_head=s.qk_norm == "per_head", name=name)
-            q, k = norm("q_norm")(q), norm("k_norm")(k)
+        def heads(n: int, axis: str, name: str) -> jax.Array:  # [B, T, n, hd]
+            projected = common.dense(n * s.head_dim, (common.EMBED, axis), self.dtype, name, s.qkv_bias)(x)
+            return projected.reshape(b, t, n, s.head_dim)
+
+        def head_norm(axis: str, name: str) -> Norm:  # over each head's hd features
+            axes = (axis, common.HEAD_DIM) if s.qk_norm == "per_head" else (common.HEAD_DIM,)
+            return Norm(s.norm, s.norm_eps, self.dtype, axes, name=name)
+
+        q, k = heads(s.num_heads, common.HEADS, "q_proj"), heads(s.num_kv_heads, common.KV_HEADS, "k_proj")
+        if s.qk_norm is not None:
+            q, k = head_norm(common.HEADS, "q_norm")(q), head_norm(common.KV_HEADS, "k_norm")(k)
         inv_freq = s.rope.inverse_frequencies(s.head_dim)
         if s.local_rope is not None and local is not None:
             inv_freq = jnp.where(local, s.local_rope.inverse_frequencies(s.head_dim), inv_freq)
         cos, sin = rotary_tables(layout.query_positions, inv_freq, s.rope_interleaved)
         q, k = (apply_rotary(y, cos, sin, s.rope_interleaved) for y in (q, k))
-        k, v, cache = layout.update(cache, k, heads(s.num_kv_heads, "v_proj"))
+        k, v, cache = layout.update(cache, k, heads(s.num_kv_heads, common.KV_HEADS, "v_proj"))
         mask = layout.mask
         if s.sliding_window is not None and local is not None:
             mask = jnp.where(local, layout.windowed_mask(s.sliding_window), mask)
         scale = None if s.query_pre_attn_scalar is None else s.query_pre_attn_scalar ** -0.5
         context = common.dot_product_attention(q, k, v, mask, causal=layout.cache_index is None, scale=scale,
-                                               softcap=s.attn_logit_softcapping)
-        out = dense(s.hidden_size, s.o_proj_bias, "o_proj")(context.reshape(b, t, s.num_heads * s.head_dim))
+                                               softcap=s.attn_logit_softcapping, implementation=self.attention)
+        o_proj = common.dense(s.hidden_size, (common.HEADS, common.EMBED), self.dtype, "o_proj", s.o_proj_bias)
+        out = o_proj(context.reshape(b, t, s.num_heads * s.head_dim))
         return out, cache
 
 
@@ -290,25 +298,26 @@ class MLP(nn.Module):
     def __call__(self, x, layer_edit, token_mask):
         """x [B, T, D] -> [B, T, D]; neurons = act(gate_proj x) * up_proj x [B, T, F]."""
         s = self.spec
-        dense = lambda n, name: nn.Dense(n, use_bias=s.mlp_bias, dtype=self.dtype, param_dtype=self.dtype,
-                                         name=name)
-        activation = ACTIVATIONS[s.hidden_act](dense(s.intermediate_size, "gate_proj")(x))
-        h = activation * dense(s.intermediate_size, "up_proj")(x)
+        dense = lambda n, axes, name: common.dense(n, axes, self.dtype, name, s.mlp_bias)
+        up = (common.EMBED, common.MLP)
+        activation = ACTIVATIONS[s.hidden_act](dense(s.intermediate_size, up, "gate_proj")(x))
+        h = activation * dense(s.intermediate_size, up, "up_proj")(x)
         h = common.NeuronHook(self.capture, name="neurons")(h, layer_edit, token_mask, activation)
-        return dense(s.hidden_size, "down_proj")(h)
+        return dense(s.hidden_size, (common.MLP, common.EMBED), "down_proj")(h)
 
 
 class DecoderLayer(nn.Module):
     spec: DecoderSpec
     dtype: Any
     capture: common.Capture
+    attention: common.Implementation = "auto"
 
     @nn.compact
     def __call__(self, hidden, layer_inputs, layout: common.Layout):
         layer_edit, cache, local = layer_inputs
         s = self.spec
         norm = lambda name: Norm(s.norm, s.norm_eps, self.dtype, name=name)
-        attention = Attention(s, self.dtype, name="self_attn")
+        attention = Attention(s, self.dtype, self.attention, name="self_attn")
         mlp = lambda x: MLP(s, self.dtype, self.capture, name="mlp")(x, layer_edit, layout.token_mask)
         if s.block == "parallel":
             normed = norm("input_layernorm")(hidden)
@@ -329,11 +338,12 @@ class DecoderModel(nn.Module):
     spec: DecoderSpec
     dtype: Any
     capture: common.Capture
+    attention: common.Implementation = "auto"
 
     def setup(self):
         s = self.spec
-        self.embed_tokens = nn.Embed(s.vocab_size, s.hidden_size, dtype=self.dtype, param_dtype=self.dtype)
-        self.layers = common.layer_stack(DecoderLayer, s.num_layers)(s, self.dtype, self.capture)
+        self.embed_tokens = common.embedding(s.vocab_size, s.hidden_size, self.dtype)
+        self.layers = common.layer_stack(DecoderLayer, s.num_layers)(s, self.dtype, self.capture, self.attention)
         self.norm = Norm(s.norm, s.norm_eps, self.dtype)
 
     def __call__(self, input_ids, layout, layer_edits, cache, final_norm: bool):
@@ -356,12 +366,12 @@ class DecoderForCausalLM(common.CausalLM):
     spec: DecoderSpec
     dtype: Any = jnp.float32
     capture: common.Capture = "none"
+    attention: common.Implementation = "auto"
 
     def setup(self):
-        self.model = DecoderModel(self.spec, self.dtype, self.capture)
+        self.model = DecoderModel(self.spec, self.dtype, self.capture, self.attention)
         if not self.spec.tie_word_embeddings:
-            self.lm_head = nn.Dense(self.spec.vocab_size, use_bias=False, dtype=self.dtype,
-                                    param_dtype=self.dtype)
+            self.lm_head = common.dense(self.spec.vocab_size, (common.EMBED, common.VOCAB), self.dtype)
 
     def backbone(self):
         return self.model
