@@ -10,8 +10,9 @@ What it does, as the reference does it (PyTorch `transformers`, eager, float32 h
 - Perplexity: `model(windows).logits` for a batch of seqlen windows, shift, `CrossEntropyLoss`; neurons
   zeroed by forward hooks that return `output * (1 - mask)`.
 
-Only the method is kept (no datasets, CUDA or plotting); the numbers are those of METHOD.md's
-definitions (the pairwise scores are divided by the number of pairs, which leaves z unchanged).
+Only the method is kept (no datasets or plotting; inputs go to the model's device, CPU or CUDA); the
+numbers are those of METHOD.md's definitions (the pairwise scores are divided by the number of pairs,
+which leaves z unchanged).
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def extract(model: Any, tokenizer: Any, sentences: Sequence[str]) -> np.ndarray:
     try:
         with torch.no_grad():
             for sentence in sentences:
-                ids = tokenizer(sentence, return_tensors="pt", add_special_tokens=False).input_ids
+                ids = tokenizer(sentence, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
                 model.generate(inputs=ids, attention_mask=torch.ones_like(ids), max_new_tokens=1,
                                do_sample=False, pad_token_id=tokenizer.pad_token_id)
-                outputs.append(hook.vector.numpy())
+                outputs.append(hook.vector.float().numpy())
                 hook.vector = None
     finally:
         for handle in handles:
@@ -89,7 +90,8 @@ class ZeroNeuronsHook:
     def __init__(self, model: Any, neuron_mask: np.ndarray):
         self.handles = []
         for layer, module in enumerate(model.transformer.h):
-            keep = 1.0 - torch.as_tensor(np.asarray(neuron_mask[layer]), dtype=torch.float32)
+            weight = module.mlp.dense_4h_to_h.weight
+            keep = 1.0 - torch.as_tensor(np.asarray(neuron_mask[layer]), dtype=weight.dtype, device=weight.device)
             self.handles.append(module.mlp.gelu_impl.register_forward_hook(lambda m, i, out, keep=keep: out * keep))
 
     def remove(self) -> None:
@@ -106,7 +108,7 @@ def window_nll(model: Any, windows: np.ndarray, batch_size: int = 1,
     try:
         with torch.no_grad():
             for start in range(0, len(windows), batch_size):
-                inputs = torch.as_tensor(windows[start:start + batch_size], dtype=torch.long)
+                inputs = torch.as_tensor(windows[start:start + batch_size], dtype=torch.long, device=model.device)
                 logits = model(inputs).logits
                 shift_logits = logits[:, :-1, :].contiguous()
                 loss = torch.nn.CrossEntropyLoss()(shift_logits.reshape(-1, shift_logits.size(-1)),
