@@ -176,7 +176,7 @@ def compare_extract(setup: Setup, lm: lj.LM, model: Any, tokenizer: Any, corpus:
     texts = list(corpus.texts)
     calls = {OURS: lambda: extract.extract(lm, tokenizer, corpus, batch_size=_BATCH.value, pack=True)}
     if _BUCKETED.value:
-        calls["bucketed"] = lambda: extract.extract(lm, tokenizer, corpus, batch_size=_PEER_BATCH.value)
+        calls["bucketed"] = lambda: extract.extract(lm, tokenizer, corpus, batch_size=_PEER_BATCH.value, pack=False)
     calls.update({PEER: lambda: peer.extract(model, tokenizer, texts, _PEER_BATCH.value),
                   REFERENCE: lambda: reference.extract(model, tokenizer, texts)})
     compiled = {}

@@ -64,16 +64,19 @@ class Activations:
 
 
 def extract(lm: LM, tokenizer: Any, corpus: ParallelCorpus, *, batch_size: int = 16,
-            add_special_tokens: bool = False, pack: bool = False, store: str | os.PathLike | None = None,
+            add_special_tokens: bool = False, pack: bool = True, store: str | os.PathLike | None = None,
             **batching: Any) -> Activations:
     """Each sentence tokenized alone and run through the model; its neurons averaged over its tokens.
 
-    Bucketed (`pack=False`): `batch_size` sentences per batch, padded to one of a few bucket lengths;
-    `batching` options go to `data.make_batches` (buckets, max_length, truncate, padding_side).
-    Packed (`pack=True`): sentences, longest first, are packed best-fit into rows of MIN_PACK_LENGTH
-    tokens, or of the next power of two up to the cap for longer ones (`PackedBatches.build`), about
-    batch_size * MIN_PACK_LENGTH tokens per batch; `max_length`, `buckets` and `truncate` mean what
-    they mean for bucketing. One compile per distinct batch shape (logged and listed in the metadata).
+    Packed (`pack=True`, the default): sentences, longest first, are packed best-fit into rows of
+    MIN_PACK_LENGTH tokens, or of the next power of two up to the cap for longer ones
+    (`PackedBatches.build`), about batch_size * MIN_PACK_LENGTH tokens per batch, each attending to
+    itself only; `max_length`, `buckets` and `truncate` mean what they mean for bucketing. Bucketed
+    (`pack=False`): `batch_size` sentences per batch, padded to one of a few bucket lengths; `batching`
+    options go to `data.make_batches` (buckets, max_length, truncate, padding_side). Both give every
+    sentence what it gets alone; packing is the default because padding is computed and thrown away:
+    FLORES sentences padded to bucket lengths leave half the tokens padding, and on 2 CPU cores the
+    bucketed path reached 0.31 MFU where the packed one reached 0.76 (benchmarks/compare.py). One compile per distinct batch shape (logged and listed in the metadata).
     The per-language sums of a(s) and a(s)² are accumulated on the device as the batches finish
     (`Activations.sums`, `.sums_of_squares`).
 

@@ -252,7 +252,8 @@ def test_ablation_table_end_to_end_on_real_data(checkpoint, tmp_path):
         [*texts.values(), *corpus.texts, *(" ".join(s.sentences + s.endings) for s in stories)], vocab_size=384)
     lm = lj.load_pretrained(checkpoint("bloom", len(tokenizer)))
 
-    acts = extract.extract(lm, tokenizer, corpus, batch_size=64, buckets=(128,), truncate=True)
+    acts = extract.extract(lm, tokenizer, corpus, batch_size=64, pack=False, buckets=(128,),
+                            truncate=True)
     regions = np.asarray(metrics.key_regions(acts.acts, acts.lang, threshold=0.05))
     seqlen = 32
     streams = {code: np.array(tokenizer(texts[code], add_special_tokens=False)["input_ids"][: 3 * seqlen + 7])

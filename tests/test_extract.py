@@ -22,7 +22,7 @@ def setup(checkpoint):
 def test_bucketed_batches_equal_one_sentence_at_a_time(setup):
     lm, tokenizer, corpus = setup
     for side in ("right", "left"):
-        acts = extract.extract(lm, tokenizer, corpus, batch_size=4, padding_side=side)
+        acts = extract.extract(lm, tokenizer, corpus, batch_size=4, pack=False, padding_side=side)
         assert acts.acts.shape == (24, lm.num_layers, lm.num_neurons) and acts.acts.dtype == np.float32
         assert len(acts.metadata["batch_shapes"]) > 1, "the test should cover several bucket shapes"
         for i in (0, 9, 23):
@@ -93,7 +93,7 @@ def test_packed_rows_equal_one_sentence_at_a_time(checkpoint, name, tmp_path):
 
 def test_bucketed_extraction_streams_the_same_sums(setup):
     lm, tokenizer, corpus = setup
-    bucketed = extract.extract(lm, tokenizer, corpus, batch_size=5)
+    bucketed = extract.extract(lm, tokenizer, corpus, batch_size=5, pack=False)
     sums, squares = metrics.language_sums(bucketed.acts, bucketed.lang)
     np.testing.assert_allclose(bucketed.sums, sums, atol=1e-6)
     np.testing.assert_allclose(bucketed.sums_of_squares, squares, atol=1e-6)
