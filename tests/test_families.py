@@ -27,8 +27,8 @@ from test_models import padded_batch, valid
 from test_sharding import VOCAB as MESH_VOCAB, assert_close, batch
 
 ATOL = 1e-4
-NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear", "mistral", "qwen2_sliding", "gemma2", "gemma3",
-         "cohere"]
+NAMES = ["qwen2", "qwen3", "llama_rope_llama3", "llama_rope_linear", "qwen2_yarn", "mistral", "qwen2_sliding", "gemma2",
+         "gemma3", "cohere"]
 SLIDING = ["mistral", "qwen2_sliding", "gemma2", "gemma3"]
 LONG = (40, 23, 1, 30)  # longer than llama3's original 16 positions and than the sliding windows
 
@@ -121,7 +121,8 @@ REMOVALS = {"biases": zero_biases, "q/k norms": drop_qk_norms, "rope scaling": u
             "final soft-cap": no_final_softcap, "local rope": one_gemma3_rope,
             "full layers' rope scaling": gemma3_unscaled_rope, "logit scale": no_logit_scale}
 FEATURES = [("qwen2", "biases"), ("qwen3", "biases"), ("qwen3", "q/k norms"), ("llama_rope_llama3", "rope scaling"),
-            ("llama_rope_linear", "rope scaling"), ("mistral", "sliding window"), ("qwen2_sliding", "sliding window"),
+            ("llama_rope_linear", "rope scaling"), ("qwen2_yarn", "rope scaling"), ("llama_rope_dynamic", "rope scaling"),
+            ("mistral", "sliding window"), ("qwen2_sliding", "sliding window"),
             ("qwen2_sliding", "biases"), ("gemma2", "sliding window"), ("gemma2", "attention soft-cap"),
             ("gemma2", "final soft-cap"), ("gemma3", "q/k norms"), ("gemma3", "sliding window"),
             ("gemma3", "local rope"), ("gemma3", "full layers' rope scaling"), ("cohere", "q/k norms"),
@@ -203,7 +204,7 @@ def sentences():
     return corpus, data.train_bpe_tokenizer(data.bundled_sample().texts, 300)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + ["llama_rope_dynamic"])
 def test_packed_rows_equal_one_sentence_at_a_time(checkpoint, sentences, name):
     corpus, tokenizer = sentences
     lm = lj.load_pretrained(checkpoint(name, 300))
@@ -253,6 +254,11 @@ ROPES = [
     # LLaMA 3.1's own settings
     dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
          original_max_position_embeddings=8192),
+    dict(rope_type="yarn", rope_theta=500.0, factor=4.0, original_max_position_embeddings=16),
+    # Qwen2.5's documented long-context setting, and mscale / untruncated variants
+    dict(rope_type="yarn", rope_theta=1e6, factor=4.0, original_max_position_embeddings=32768),
+    dict(rope_type="yarn", rope_theta=1e4, factor=8.0, original_max_position_embeddings=4096, mscale=0.7,
+         mscale_all_dim=1.0, beta_fast=16.0, truncate=False),
 ]
 
 
@@ -260,17 +266,62 @@ ROPES = [
 @pytest.mark.parametrize("head_dim", [8, 64, 128])
 def test_inverse_frequencies_equal_transformers(rope, head_dim):
     """Against transformers' own rotary embedding (its inv_freq buffer), for heads up to LLaMA's 128."""
-    config = transformers.LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, rope_parameters=dict(rope))
-    theirs = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding(config).inv_freq.numpy()
+    config = transformers.LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, rope_parameters=dict(rope),
+                                      max_position_embeddings=4 * rope.get("original_max_position_embeddings", 1024))
+    embedding = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding(config)
+    theirs = embedding.inv_freq.numpy()
     ours = DecoderSpec.from_hf(config).rope.inverse_frequencies(head_dim)
+    assert DecoderSpec.from_hf(config).rope.attention_scaling() == embedding.attention_scaling
     assert ours.dtype == np.float32 and ours.shape == (head_dim // 2,)
     assert np.all(np.abs(ours - theirs) <= np.spacing(theirs)), "more than an ulp apart"  # XLA's pow vs torch's
     print(f"{rope['rope_type']} theta {rope['rope_theta']:g} hd {head_dim}: "
           f"{int((ours != theirs).sum())} of {ours.size} differ by an ulp")
 
 
-@pytest.mark.parametrize("rope_type, fields", [("dynamic", dict(factor=2.0)),
-                                               ("yarn", dict(factor=2.0, original_max_position_embeddings=16))])
+def fresh_rope(model):
+    """`model` with its rotary embedding as loaded: transformers' dynamic RoPE keeps the frequencies of the
+    longest sequence it has seen."""
+    model.model.rotary_emb = type(model.model.rotary_emb)(model.config)
+    return model
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_dynamic_rope_gives_each_sequence_what_it_gets_alone(models, side):
+    """Sequences of 40, 23, 1 and 30 tokens past a 16-token context, batched: each row's logits and neurons
+    equal transformers' for that sequence alone in a fresh model (1e-4). transformers on the batch scales
+    every row by the longest (40), which changes the 23- and 30-token rows: the batch dependence lingua_jax
+    does not have."""
+    lm, torch_model = models("llama_rope_dynamic")
+    ids, mask = padded_batch(0, LONG, side)
+    out = lm(ids, mask, capture="full")
+    for row in range(len(ids)):
+        real = mask[row].astype(bool)
+        logits, neurons = ref.forward(fresh_rope(torch_model), ids[row:row + 1, real], mask[row:row + 1, real])
+        np.testing.assert_allclose(np.asarray(out.logits)[row, real], logits[0], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(np.asarray(out.neurons)[row][:, real], neurons[0], atol=ATOL, rtol=0)
+    batched, _ = ref.forward(fresh_rope(torch_model), ids, mask)
+    row = LONG.index(23)
+    assert np.abs(batched[row] - np.asarray(out.logits)[row])[mask[row].astype(bool)].max() > 1e-2
+
+
+def test_dynamic_rope_generation_equals_transformers_prompt_by_prompt(models):
+    """Prompts of 20, 12 and 3 tokens and 8 new ones (the 12-token prompt crosses the 16-token context while
+    generating, and theta grows token by token): ours batched equals HF generate for each prompt alone,
+    from a fresh model each time; without the scaling HF generates other tokens."""
+    lm, torch_model = models("llama_rope_dynamic")
+    ids, mask = left_padded_prompts(0, (20, 12, 3))
+    ours = generation.greedy(lm, ids, mask, NEW)
+    for row in range(len(ids)):
+        real = mask[row].astype(bool)
+        alone = hf_greedy(fresh_rope(torch_model), ids[row:row + 1, real], mask[row:row + 1, real])
+        np.testing.assert_array_equal(ours[row], alone[0])
+    unscaled = copy.deepcopy(torch_model)
+    unscaled_rope(unscaled)
+    assert not np.array_equal(hf_greedy(unscaled, ids, mask), ours)
+
+
+@pytest.mark.parametrize("rope_type, fields", [("longrope", dict(
+    short_factor=[1.0] * 64, long_factor=[2.0] * 64, original_max_position_embeddings=16))])
 def test_unimplemented_rope_types_are_clear_errors(rope_type, fields):
     config = transformers.LlamaConfig(rope_parameters=dict(rope_type=rope_type, rope_theta=10000.0, **fields))
     with pytest.raises(NotImplementedError, match=f"rope_type '{rope_type}'"):

@@ -146,10 +146,11 @@ def test_bfloat16_deviates_from_float32_no_more_than_pytorch(models, checkpoint,
     assert 0 < pooled_err < 0.1
 
 
-@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded"])
+@pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded", "qwen3", "gemma3", "cohere"])
 def test_active_counts_match_pytorch_activation_outputs(models, name):
     """LAPE's statistic: per neuron, the real tokens where the activation function's output is > 0
-    (BLOOM: the GELU output; LLaMA: SiLU(gate), read with a hook on act_fn)."""
+    (BLOOM: the GELU output; the GLU families: act(gate), SiLU or Gemma's tanh GELU, read with a hook on
+    act_fn)."""
     lm, torch_model = models(name)
     ids, mask = padded_batch(5, side="left")
     counts = np.asarray(lm.active_counts(ids, mask))

@@ -64,6 +64,20 @@ CHECKPOINTS = {
         transformers.LlamaConfig,
         dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, rope_parameters=dict(rope_type="linear", rope_theta=500.0, factor=2.5)), {}),
+    # YaRN (Qwen2.5 / Qwen3 past their 32k context) with a 16-token original context: frequencies in all
+    # three bands (kept, ramped, divided by 4), and cos/sin times 0.1 ln 4 + 1.
+    "qwen2_yarn": (
+        transformers.Qwen2Config,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64, rope_parameters=dict(
+                 rope_type="yarn", rope_theta=500.0, factor=4.0, original_max_position_embeddings=16)),
+        dict(random_biases=True)),
+    # Dynamic NTK past a 16-token context (theta grows with each sequence's length).
+    "llama_rope_dynamic": (
+        transformers.LlamaConfig,
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=16,
+             rope_parameters=dict(rope_type="dynamic", rope_theta=500.0, factor=2.0)), {}),
     # Sliding windows far shorter than the test sequences (up to 40 tokens). Mistral: every layer slides
     # (window 4), head_dim 8 != 32 / 8, 8 query heads and 2 kv heads so that a model axis of 2 or 4
     # splits them. Qwen2: window 5 in layers >= max_window_layers = 1 only (full, sliding, sliding).

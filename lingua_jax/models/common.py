@@ -42,6 +42,7 @@ class Layout:
     mask: jax.Array  # bool [B, 1, T, S]: causal and real keys only (and, packed, the query's own sequence)
     token_mask: jax.Array  # [B, T]: 1 on the new real tokens, or [B, P, T]: one such row per sequence
     cache_index: jax.Array | None  # int32 scalar, or None without a cache
+    lengths: jax.Array  # int32 [B, T]: per new token, the real tokens its sequence has by the end of this call
 
     @classmethod
     def build(cls, key_mask: jax.Array, num_new: int, cache_index: jax.Array | None = None) -> "Layout":
@@ -50,12 +51,16 @@ class Layout:
         key_positions = positions_from_mask(key_mask)
         query_slots = index + jnp.arange(num_new)
         causal = query_slots[:, None] >= jnp.arange(key_mask.shape[-1])[None, :]
+        query_positions = jax.lax.dynamic_slice_in_dim(key_positions, index, num_new, axis=1)
+        token_mask = jax.lax.dynamic_slice_in_dim(key_mask, index, num_new, axis=1)
+        last = jnp.max(jnp.where(token_mask > 0, query_positions, -1), axis=1, keepdims=True)
         return cls(
-            query_positions=jax.lax.dynamic_slice_in_dim(key_positions, index, num_new, axis=1),
+            query_positions=query_positions,
             key_positions=key_positions,
             mask=causal[None, None] & key_mask[:, None, None, :].astype(bool),
-            token_mask=jax.lax.dynamic_slice_in_dim(key_mask, index, num_new, axis=1),
+            token_mask=token_mask,
             cache_index=cache_index,
+            lengths=jnp.broadcast_to(last + 1, query_positions.shape).astype(jnp.int32),
         )
 
     @classmethod
@@ -80,7 +85,8 @@ class Layout:
         else:
             token_mask = real
         return cls(query_positions=positions, key_positions=positions, mask=mask[:, None],
-                   token_mask=token_mask.astype(jnp.int32), cache_index=None)
+                   token_mask=token_mask.astype(jnp.int32), cache_index=None,
+                   lengths=jnp.sum(same, axis=-1, dtype=jnp.int32))  # each token's sequence's length
 
     def windowed_mask(self, window: int) -> jax.Array:
         """`mask` [B, 1, T, S] narrowed to a sliding window of `window` tokens: a query at position i also

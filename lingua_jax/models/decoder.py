@@ -41,7 +41,7 @@ from lingua_jax.models import common
 
 ACTIVATIONS = {"silu": jax.nn.silu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
                "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True), "relu": jax.nn.relu}
-ROPE_TYPES = ("default", "linear", "llama3")
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic")
 NORMS = ("rms", "gemma_rms", "layer")
 BLOCKS = ("sequential", "sandwich", "parallel")
 QK_NORMS = (None, "shared", "per_head")
@@ -54,7 +54,17 @@ class Rope:
     "default": inverse frequencies theta^(-2i/hd); "linear": all divided by `factor` (positions
     interpolated); "llama3" (LLaMA 3.1): wavelengths above original_max_position_embeddings /
     low_freq_factor divided by `factor`, below original_max_position_embeddings / high_freq_factor kept,
-    and a smooth blend in between.
+    and a smooth blend in between; "yarn" (Qwen2.5 and Qwen3 past 32k tokens): frequencies that turn
+    fewer than beta_slow times over the original context divided by `factor`, more than beta_fast times
+    kept, a linear ramp between, and cos and sin times `attention_scaling()`; "dynamic" (dynamic NTK): a
+    sequence of L > max_position_embeddings tokens rotates with theta * (factor L /
+    max_position_embeddings - factor + 1) ^ (hd / (hd - 2)) in place of theta (`frequencies`).
+
+    transformers' dynamic RoPE recomputes its frequencies from the longest sequence of each forward and
+    keeps them grown across calls, so there a sequence's result depends on its batch and on earlier calls.
+    lingua_jax gives each sequence what transformers gives it alone in a freshly loaded model: L is the
+    length of the sequence by the end of the call (`Layout.lengths`), so a prompt is rotated with its own
+    length and each generated token with the length so far, as in HF generate for that prompt alone.
     """
 
     rope_type: str = "default"
@@ -63,28 +73,60 @@ class Rope:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor: float | None = None
+    truncate: bool = True
+    max_position_embeddings: int | None = None  # dynamic: the length beyond which theta grows
 
     @classmethod
-    def from_hf(cls, rope_parameters: dict[str, Any]) -> "Rope":
+    def from_hf(cls, rope_parameters: dict[str, Any], max_position_embeddings: int | None = None) -> "Rope":
+        """From `config.rope_parameters`; yarn without a factor takes max_position_embeddings /
+        original_max_position_embeddings, as transformers does."""
         rope_type = rope_parameters.get("rope_type", "default")
-        if rope_type == "dynamic":
-            raise NotImplementedError(
-                "rope_type 'dynamic' (dynamic NTK scaling) is not implemented: transformers recomputes its "
-                "frequencies from the longest sequence of each forward (max position id + 1) and keeps them "
-                "grown for later calls, so a sequence's result would depend on its batch and on earlier calls "
-                "(up to max_position_embeddings it is 'default'); lingua_jax implements "
-                f"{list(ROPE_TYPES)}")
         if rope_type not in ROPE_TYPES:
             raise NotImplementedError(f"rope_type {rope_type!r} is not implemented; lingua_jax implements "
                                       f"{list(ROPE_TYPES)}")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in rope_parameters.items() if k in names})
+        fields = {k: v for k, v in rope_parameters.items() if k in names and v is not None}
+        if rope_type == "yarn" and "factor" not in fields:
+            fields["factor"] = max_position_embeddings / fields["original_max_position_embeddings"]
+        if rope_type == "dynamic":
+            fields["max_position_embeddings"] = max_position_embeddings
+        return cls(**fields)
+
+    def frequencies(self, head_dim: int, lengths: jax.Array) -> Any:
+        """Inverse frequencies: `inverse_frequencies` [hd / 2], or for "dynamic" float32 [B, T, hd / 2],
+        each token's from the length of its sequence, lengths int [B, T] (`Layout.lengths`), computed
+        in float32 in transformers' order."""
+        if self.rope_type != "dynamic":
+            return self.inverse_frequencies(head_dim)
+        f32 = jnp.float32
+        length = jnp.maximum(lengths, self.max_position_embeddings).astype(f32)[..., None]
+        growth = (f32(self.factor) * length / f32(self.max_position_embeddings)) - f32(self.factor - 1)
+        base = f32(self.rope_theta) * growth ** f32(head_dim / (head_dim - 2))
+        return 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=f32) / head_dim))
+
+    def attention_scaling(self) -> float:
+        """What cos and sin are multiplied by: yarn's attention factor (0.1 ln(factor) + 1 unless the config
+        sets it or mscale / mscale_all_dim), else 1."""
+        if self.rope_type != "yarn":
+            return 1.0
+        if self.attention_factor is not None:
+            return self.attention_factor
+        mscale = lambda m: 1.0 if self.factor <= 1 else 0.1 * m * math.log(self.factor) + 1.0
+        if self.mscale and self.mscale_all_dim:
+            return float(mscale(self.mscale) / mscale(self.mscale_all_dim))
+        return mscale(1)
 
     def inverse_frequencies(self, head_dim: int) -> np.ndarray:
         """float32 [hd / 2], with transformers' float32 operations in its order (wavelength 2 pi / f)."""
         with jax.ensure_compile_time_eval():  # pow as HF's (eagerly); folded under jit, it differed by an ulp
             exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
-            inv_freq = np.asarray(1.0 / (self.rope_theta ** exponents))
+            powers = np.asarray(self.rope_theta ** exponents)
+            inv_freq = np.asarray(1.0 / jnp.asarray(powers))
         # The scaling in numpy (XLA divides by a constant through its reciprocal, an ulp off torch), each
         # Python scalar rounded to float32 where it meets the array, as in torch.
         f32 = np.float32
@@ -99,6 +141,19 @@ class Rope:
             medium = ~(wavelength < f32(context / high)) & ~long
             smoothed = (f32(1) - smooth) * inv_freq / f32(self.factor) + smooth * inv_freq
             inv_freq = np.where(medium, smoothed, inv_freq)
+        elif self.rope_type == "yarn":
+            def correction(rotations: float) -> float:  # the dimension whose frequency turns `rotations` times
+                context = self.original_max_position_embeddings
+                return head_dim * math.log(context / (rotations * 2 * math.pi)) / (2 * math.log(self.rope_theta))
+
+            low, high = correction(self.beta_fast), correction(self.beta_slow)
+            if self.truncate:
+                low, high = math.floor(low), math.ceil(high)
+            low, high = max(low, 0), min(high, head_dim - 1)
+            high = high + 0.001 if low == high else high
+            ramp = np.clip((np.arange(head_dim // 2, dtype=f32) - f32(low)) / f32(high - low), f32(0), f32(1))
+            kept = f32(1) - ramp
+            inv_freq = (f32(1) / (f32(self.factor) * powers)) * (f32(1) - kept) + inv_freq * kept
         return inv_freq
 
 
@@ -157,8 +212,9 @@ class DecoderSpec:
             raise NotImplementedError("use_bidirectional_attention is not implemented: lingua_jax's decoders "
                                       "attend causally")
         rope, local_rope = config.rope_parameters, None
+        context = getattr(config, "max_position_embeddings", None)
         if "full_attention" in rope:  # Gemma 3: one rotary embedding per layer type
-            rope, local_rope = rope["full_attention"], Rope.from_hf(rope["sliding_attention"])
+            rope, local_rope = rope["full_attention"], Rope.from_hf(rope["sliding_attention"], context)
         layer_types = getattr(config, "layer_types", None)
         heads = config.num_attention_heads
         bias = getattr(config, "attention_bias", False)
@@ -172,7 +228,7 @@ class DecoderSpec:
             num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             norm_eps=config.layer_norm_eps if eps is None else eps,
-            rope=Rope.from_hf(rope),
+            rope=Rope.from_hf(rope, context),
             local_rope=local_rope,
             hidden_act=act,
             qkv_bias=bias,
@@ -229,13 +285,18 @@ class Norm(nn.Module):
         return (normed * scale).astype(x.dtype)
 
 
-def rotary_tables(positions: jax.Array, inv_freq: jax.Array, interleaved: bool = False
+def rotary_tables(positions: jax.Array, inv_freq: jax.Array, interleaved: bool = False, scaling: Any = 1.0
                   ) -> tuple[jax.Array, jax.Array]:
     """float32 cos, sin [B, T, hd] of positions [B, T] and inverse frequencies [hd / 2] (or [B, T, hd / 2]),
-    in HF's layout: the frequencies repeated over the two halves, or each twice in a row (`interleaved`)."""
+    in HF's layout: the frequencies repeated over the two halves, or each twice in a row (`interleaved`);
+    both times `scaling` (yarn's attention factor) unless it is 1."""
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq
     emb = jnp.repeat(freqs, 2, axis=-1) if interleaved else jnp.concatenate([freqs, freqs], axis=-1)
-    return jnp.cos(emb), jnp.sin(emb)
+    cos, sin = jnp.cos(emb), jnp.sin(emb)
+    if isinstance(scaling, float) and scaling == 1.0:
+        return cos, sin
+    scaling = jnp.asarray(scaling, jnp.float32)
+    return cos * scaling, sin * scaling
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool = False) -> jax.Array:
@@ -272,10 +333,12 @@ class Attention(nn.Module):
         q, k = heads(s.num_heads, common.HEADS, "q_proj"), heads(s.num_kv_heads, common.KV_HEADS, "k_proj")
         if s.qk_norm is not None:
             q, k = head_norm(common.HEADS, "q_norm")(q), head_norm(common.KV_HEADS, "k_norm")(k)
-        inv_freq = s.rope.inverse_frequencies(s.head_dim)
+        inv_freq, scaling = s.rope.frequencies(s.head_dim, layout.lengths), s.rope.attention_scaling()
         if s.local_rope is not None and local is not None:
-            inv_freq = jnp.where(local, s.local_rope.inverse_frequencies(s.head_dim), inv_freq)
-        cos, sin = rotary_tables(layout.query_positions, inv_freq, s.rope_interleaved)
+            inv_freq = jnp.where(local, s.local_rope.frequencies(s.head_dim, layout.lengths), inv_freq)
+            if scaling != s.local_rope.attention_scaling():
+                scaling = jnp.where(local, s.local_rope.attention_scaling(), scaling)
+        cos, sin = rotary_tables(layout.query_positions, inv_freq, s.rope_interleaved, scaling)
         q, k = (apply_rotary(y, cos, sin, s.rope_interleaved) for y in (q, k))
         k, v, cache = layout.update(cache, k, heads(s.num_kv_heads, common.KV_HEADS, "v_proj"))
         mask = layout.mask
