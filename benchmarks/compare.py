@@ -8,7 +8,7 @@ peer and over the reference, and each one's MFU against a matmul measured in the
 
     python benchmarks/compare.py                                               # ~15 min on 2 CPU cores
     python benchmarks/compare.py --n=10 --score_n=10 --rounds=1 --ppl_windows=1  # ~5-10 min there
-    python benchmarks/compare.py --n=100 --score_n=100 --rounds=1                # the paper's size: 23 min
+    python benchmarks/compare.py --n=100 --score_n=100 --rounds=1                # the paper's size: 12 min idle
     python benchmarks/compare.py --device=gpu                                    # on a GPU, bfloat16
 
 Each with --flores=DIR/flores200_devtest unless that folder is in the data directory
