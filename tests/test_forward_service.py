@@ -120,7 +120,7 @@ def test_packed_pooling_equals_one_sentence_at_a_time(models, name):
     assert pooled.shape == (3, 4, lm.num_layers, lm.num_neurons) and np.all(np.isfinite(pooled))
     for r, row in enumerate(sentences):
         for s, tokens in enumerate(row):
-            np.testing.assert_allclose(pooled[r, s], lm.pooled(tokens[None])[0], atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(pooled[r, s], lm.pooled(tokens[None])[0], atol=1e-4, rtol=1e-5)
             np.testing.assert_array_equal(counts[r, s], lm.active_counts(tokens[None])[0])
         assert not np.any(pooled[r, len(row):]) and not np.any(counts[r, len(row):])
     # without num_segments a packed row pools over all its real tokens
@@ -139,7 +139,7 @@ def test_packed_logits_equal_one_sentence_at_a_time(models):
         start = 0
         for tokens in row:
             alone = lm(tokens[None]).logits[0]
-            np.testing.assert_allclose(logits[r, start:start + len(tokens)], alone, atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(logits[r, start:start + len(tokens)], alone, atol=1e-4, rtol=1e-5)
             start += len(tokens)
 
 
