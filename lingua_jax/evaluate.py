@@ -45,10 +45,7 @@ def _check_edits(lm: LM, masks: ArrayLike | Intervention | None) -> Intervention
     the model."""
     if masks is None:
         return None
-    edits = as_intervention(intervention=masks) if isinstance(masks, Intervention) else as_intervention(masks)
-    if edits.mask.ndim != 3:
-        layers = (lm.num_layers, lm.num_neurons)
-        raise ValueError(f"masks have shape {edits.mask.shape}; expected [K, {layers[0]}, {layers[1]}] (K, M, F)")
+    edits = masks if isinstance(masks, Intervention) else Intervention(masks)
     return lm.place(lm.check_intervention(intervention=edits), batched=False)
 
 

@@ -281,7 +281,9 @@ class Norm(nn.Module):
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         if self.kind == "rms":
             return weight * normed.astype(x.dtype)
-        scale = weight.astype(jnp.float32) + (1.0 if self.kind == "gemma_rms" else 0.0)
+        scale = weight.astype(jnp.float32)
+        if self.kind == "gemma_rms":
+            scale = scale + 1.0
         return (normed * scale).astype(x.dtype)
 
 
