@@ -281,7 +281,8 @@ def test_ablation_table_end_to_end_on_real_data(checkpoint, tmp_path):
 
 def test_loss_never_holds_full_float32_logits(checkpoint, monkeypatch):
     """Compiled scratch memory of the scoring kernel stays near the logits budget, far below the
-    [B, T, V] float32 logits (2 MiB here)."""
+    [B, T, V] float32 logits (2 MiB here); with the vocabulary in blocks (one chunk of all T positions)
+    it stays as low, where one chunk's whole logits would be all [B, T, V]."""
     lm = lj.load_pretrained(checkpoint("bloom", 4096))
     b, t = 2, 64
     full_logits = b * t * lm.spec.vocab_size * 4
@@ -292,4 +293,9 @@ def test_loss_never_holds_full_float32_logits(checkpoint, monkeypatch):
     inputs, _, _ = lm.prepare(lm_service.Inputs(ids, targets=ids, scored=np.ones((b, t), bool)))
     compiled = lm_service.apply_model.lower(lm.module, lm.params, inputs, None, output="logprobs",
                                             chunk=chunk).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes < full_logits / 2
+    block = lm.vocab_block()
+    assert lm_service.logits_chunk(b, t, lm.spec.vocab_size, block) == t
+    compiled = lm_service.apply_model.lower(lm.module, lm.params, inputs, None, output="logprobs",
+                                            chunk=t, vocab_block=block).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < full_logits / 2

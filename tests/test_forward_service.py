@@ -145,11 +145,12 @@ def test_packed_logits_equal_one_sentence_at_a_time(models):
 
 # --- the chunked log-probabilities --------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["bloom", "gemma2"])
+@pytest.mark.parametrize("name", ["bloom", "gemma2", "gemma3", "cohere"])
 def test_chunked_logprobs_equal_a_full_log_softmax(models, name):
-    """Any chunk (dividing T or not, longer than T): the chunk sums add up to Σ log_softmax(logits)[target]
-    over the scored positions (Gemma 2: of the soft-capped logits), and the gradient of their mean equals
-    that of the full-logits cross entropy."""
+    """Any chunk (dividing T or not, longer than T) and any vocabulary block (1, one not dividing V, one
+    longer than V): the chunk sums add up to Σ log_softmax(logits)[target] over the scored positions (of
+    the soft-capped logits for Gemma 2, the scaled ones for Cohere, through an untied head for Gemma 3),
+    and the gradient of their mean equals that of the full-logits cross entropy."""
     lm, _ = models(name)
     ids, mask = padded(3, length=12, seed=5, vocab=lm.spec.vocab_size)
     targets = np.roll(ids, -1, axis=1)
@@ -160,6 +161,11 @@ def test_chunked_logprobs_equal_a_full_log_softmax(models, name):
     for chunk in (1, 5, 12, 40):
         sums, _ = lm.forward(Inputs(ids, mask, targets=targets, scored=scored), output="logprobs", chunk=chunk)
         assert sums.shape == (3, -(-12 // chunk)) and sums.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(sums, np.float64).sum(1), expected, rtol=1e-5)
+    placed = lm.prepare(Inputs(ids, mask, targets=targets, scored=scored))[0]
+    for block in (1, 16, 2 * lm.spec.vocab_size):
+        sums, _ = apply_model(lm.module, lm.params, placed, None, output="logprobs", chunk=5, vocab_block=block)
+        assert sums.shape == (3, 3) and sums.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(sums, np.float64).sum(1), expected, rtol=1e-5)
 
     def chunked(params):
@@ -175,6 +181,23 @@ def test_chunked_logprobs_equal_a_full_log_softmax(models, name):
     np.testing.assert_allclose(a, b, rtol=1e-5)
     for x, y in zip(jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)):
         np.testing.assert_allclose(x, y, atol=1e-5 * max(1.0, float(np.abs(y).max())))
+
+
+def test_scoring_walks_the_vocabulary_in_blocks_on_cpu(checkpoint):
+    """A vocabulary above VOCAB_BLOCK is scored in blocks on CPU, with chunks of about BLOCK_ROWS
+    positions, and the result equals the whole-vocabulary log-softmax; a model axis splitting the
+    vocabulary keeps it whole."""
+    path = checkpoint("bloom", 4096)
+    lm = lj.load_pretrained(path)
+    assert lm.vocab_block() == lj.lm.VOCAB_BLOCK
+    assert lj.lm.logits_chunk(4, 2048, 4096, lm.vocab_block()) == lj.lm.BLOCK_ROWS // 4
+    assert lj.load_pretrained(path, mesh=sharding.make_mesh((4, 2))).vocab_block() is None
+    assert lj.load_pretrained(path, mesh=sharding.make_mesh((8, 1))).vocab_block() == lj.lm.VOCAB_BLOCK
+    ids, mask = padded(3, length=20, seed=8, vocab=4096)
+    inputs = Inputs(ids, mask, targets=np.roll(ids, -1, 1), scored=mask.astype(bool))
+    blocked, _ = lm.forward(inputs, output="logprobs")
+    whole, _ = apply_model(lm.module, lm.params, lm.prepare(inputs)[0], None, output="logprobs", chunk=20)
+    np.testing.assert_allclose(blocked.sum(1), whole.sum(1), rtol=1e-5)
 
 
 def test_logprobs_pick_their_edit(models):

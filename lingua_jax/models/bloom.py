@@ -154,8 +154,8 @@ class BloomTransformer(nn.Module):
         hidden, cache = self.h(hidden, (layer_edits, cache), layout)
         return (self.ln_f(hidden) if final_norm else hidden), cache
 
-    def attend(self, hidden):
-        return self.word_embeddings.attend(hidden)
+    def attend(self, hidden, start=0, size=None):
+        return common.vocab_projection(hidden, self.word_embeddings.embedding, 0, self.dtype, start, size)
 
 
 class BloomForCausalLM(common.CausalLM):
@@ -169,7 +169,7 @@ class BloomForCausalLM(common.CausalLM):
     def setup(self):
         self.transformer = BloomTransformer(self.spec, self.dtype, self.capture, self.attention)
         if not self.spec.tie_word_embeddings:
-            self.lm_head = common.dense(self.spec.vocab_size, (common.EMBED, common.VOCAB), self.dtype)
+            self.lm_head = common.Head(self.spec.vocab_size, self.dtype)
 
     def backbone(self):
         return self.transformer

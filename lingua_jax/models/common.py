@@ -390,6 +390,33 @@ def embedding(vocab_size: int, features: int, dtype: Any, name: str | None = Non
                     embedding_init=nn.with_logical_partitioning(nn.linear.default_embed_init, (VOCAB, EMBED)))
 
 
+def vocab_projection(hidden: jax.Array, table: jax.Array, vocab_axis: int, dtype: Any, start: Any = 0,
+                     size: int | None = None) -> jax.Array:
+    """hidden [..., D] -> [..., size]: the LM head's outputs for vocabulary entries [start, start + size)
+    (size None: all V), through `table`, the tied word embeddings [V, D] (vocab_axis 0) or an untied
+    head's kernel [D, V] (vocab_axis 1), in `dtype` as nn.Embed.attend and nn.Dense compute. `start` may
+    be traced; the slice is read in place, without copying the table."""
+    if size is not None:
+        table = jax.lax.dynamic_slice_in_dim(table, start, size, vocab_axis)
+    hidden, table = nn.dtypes.promote_dtype(hidden, table, dtype=dtype)
+    return jax.lax.dot_general(hidden, table, (((hidden.ndim - 1,), (1 - vocab_axis,)), ((), ())))
+
+
+class Head(nn.Module):
+    """An untied LM head: kernel [D, V] with the logical axes (EMBED, VOCAB), no bias (the parameters of
+    `dense(V, (EMBED, VOCAB), dtype)`); called on hidden [..., D] with an optional vocabulary slice, as
+    `vocab_projection`."""
+
+    vocab_size: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, start: Any = 0, size: int | None = None) -> jax.Array:
+        kernel = self.param("kernel", logical(nn.linear.default_kernel_init, EMBED, VOCAB),
+                            (hidden.shape[-1], self.vocab_size), self.dtype)
+        return vocab_projection(hidden, kernel, 1, self.dtype, start, size)
+
+
 def logical(init: Any, *axes: str) -> Any:
     """`init` for a parameter whose axes are the logical `axes` (norm weights: `logical(ones, EMBED)`)."""
     return nn.with_logical_partitioning(init, axes)
@@ -426,8 +453,9 @@ class CausalLM(nn.Module):
     """The call contract shared by every family's ...ForCausalLM.
 
     Subclasses set up their backbone (returned by `backbone()`, with `__call__(input_ids, layout,
-    intervention, cache, final_norm) -> (hidden, cache)` and `attend(hidden)`) and, when the config unties
-    the head, `lm_head`. `__call__(input_ids [B, T], attention_mask [B, T], intervention (an Intervention
+    intervention, cache, final_norm) -> (hidden, cache)` and `attend(hidden, start, size)`, the tied
+    head's `vocab_projection`) and, when the config unties the head, `lm_head` (a `Head`); a family
+    whose logits are scaled or capped overrides `transform_logits`. `__call__(input_ids [B, T], attention_mask [B, T], intervention (an Intervention
     over [M, F] or [B, M, F], or None), output)` returns logits [B, T, V] ("logits"), the final normed
     hidden states [B, T, D] ("hidden") or None ("none"); with `capture` "pooled", "active" or "full" the
     neurons are sown in "intermediates" (see NeuronHook). `lingua_jax.lm.LM` is what calls it.
@@ -455,6 +483,12 @@ class CausalLM(nn.Module):
             hidden = None
         return hidden if cache is None else (hidden, cache)
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """Final normed hidden states [..., D] -> logits [..., V]."""
-        return self.backbone().attend(hidden) if self.spec.tie_word_embeddings else self.lm_head(hidden)
+    def logits(self, hidden: jax.Array, start: Any = 0, size: int | None = None) -> jax.Array:
+        """Final normed hidden states [..., D] -> logits [..., V], or [..., size]: those of vocabulary
+        entries [start, start + size) (`start` may be traced; scoring walks the vocabulary in blocks)."""
+        head = self.backbone().attend if self.spec.tie_word_embeddings else self.lm_head
+        return self.transform_logits(head(hidden, start, size))
+
+    def transform_logits(self, logits: jax.Array) -> jax.Array:
+        """The family's elementwise map from the head's outputs to its logits (none here)."""
+        return logits

@@ -420,8 +420,8 @@ class DecoderModel(nn.Module):
         hidden, cache = self.layers(hidden, (layer_edits, cache, local), layout)
         return (self.norm(hidden) if final_norm else hidden), cache
 
-    def attend(self, hidden):
-        return self.embed_tokens.attend(hidden)
+    def attend(self, hidden, start=0, size=None):
+        return common.vocab_projection(hidden, self.embed_tokens.embedding, 0, self.dtype, start, size)
 
 
 class DecoderForCausalLM(common.CausalLM):
@@ -436,14 +436,12 @@ class DecoderForCausalLM(common.CausalLM):
     def setup(self):
         self.model = DecoderModel(self.spec, self.dtype, self.capture, self.attention)
         if not self.spec.tie_word_embeddings:
-            self.lm_head = common.dense(self.spec.vocab_size, (common.EMBED, common.VOCAB), self.dtype)
+            self.lm_head = common.Head(self.spec.vocab_size, self.dtype)
 
     def backbone(self):
         return self.model
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """Final normed hidden states [..., D] -> logits [..., V]."""
-        logits = super().logits(hidden)
+    def transform_logits(self, logits: jax.Array) -> jax.Array:
         if self.spec.logit_scale is not None:
             logits = logits * self.spec.logit_scale
         cap = self.spec.final_logit_softcapping
