@@ -1,20 +1,21 @@
 """The strongest plain PyTorch a competent user would write for the same work: the speed peer.
 
 Unlike the reference method (benchmarks/reference_method.py: one sentence per `generate`, full logits),
-this is what one writes knowing PyTorch and `transformers` well, on the same `BloomForCausalLM`:
+this is what one writes knowing PyTorch and `transformers` well, on the same `transformers` model (BLOOM
+or LLaMA):
 - Attention through `torch.nn.functional.scaled_dot_product_attention` (fused flash attention on CPU;
-  on CUDA the memory-efficient kernel, the fused one that takes an additive bias). `transformers`
-  refuses `attn_implementation="sdpa"` for BLOOM (its ALiBi bias), so `sdpa_attention` installs it
-  on each layer while a call runs: the ALiBi bias plus the causal and padding mask, built once per
-  forward and shared by all layers.
+  on CUDA flash or the memory-efficient kernel, the fused one that takes an additive bias). LLaMA runs
+  transformers' own "sdpa" attention. `transformers` refuses `attn_implementation="sdpa"` for BLOOM
+  (its ALiBi bias), so `sdpa_attention` installs it on each layer while a call runs: the ALiBi bias
+  plus the causal and padding mask, built once per forward and shared by all layers.
 - Extraction: sentences tokenized alone, sorted by length, right-padded batches of 16 through
-  `model.transformer` (the backbone: no LM head) under `torch.inference_mode()`; a forward hook on each
-  layer's GELU (`mlp.gelu_impl`, whose output is the input of `dense_4h_to_h`) pools it inside the hook
-  (masked mean over the real tokens, float32) into one preallocated [N, M, F] array, so per-token
-  activations never leave the layer.
-- Masked perplexity: batches of windows through the backbone, the neuron mask applied in place by a hook
-  on the GELU, the loss from the final hidden states one chunk of positions at a time (`lm_head`, then
-  float32 cross-entropy summed), so float32 logits never exceed [B, chunk, V].
+  `model.base_model` (the backbone: no LM head) under `torch.inference_mode()`; a forward pre-hook on
+  each layer's down projection (BLOOM's `dense_4h_to_h`, LLaMA's `down_proj`, whose input is the
+  neurons) pools them inside the hook (masked mean over the real tokens, float32) into one preallocated
+  [N, M, F] array, so per-token activations never leave the layer.
+- Masked perplexity: batches of windows through the backbone, the neuron mask applied in place by a
+  pre-hook on the down projection, the loss from the final hidden states one chunk of positions at a
+  time (`lm_head`, then float32 cross-entropy summed), so float32 logits never exceed [B, chunk, V].
 - Contribution scores and z: the closed form over per-language sums of the normalised vectors,
   vectorised torch.
 
@@ -44,10 +45,26 @@ def _sdpa_forward(self, hidden_states, residual, alibi, attention_mask, layer_pa
     return self.dense(context.transpose(1, 2).reshape(b, t, self.hidden_size)) + residual, None
 
 
+def layers(model: Any) -> Any:
+    """The decoder layers of a transformers BLOOM or LLaMA model."""
+    backbone = model.base_model
+    return backbone.h if hasattr(backbone, "h") else backbone.layers
+
+
+def down_projection(layer: Any) -> Any:
+    """The layer's MLP output projection, whose input is the layer's neurons [B, T, F]."""
+    mlp = layer.mlp
+    return mlp.dense_4h_to_h if hasattr(mlp, "dense_4h_to_h") else mlp.down_proj
+
+
 @contextlib.contextmanager
 def sdpa_attention(model: Any) -> Iterator[None]:
-    """While active, every layer of the BLOOM `model` attends through SDPA with one additive bias
-    [B, H, T, T] (ALiBi + the causal/padding mask transformers builds), computed once per forward."""
+    """While active, every layer of a BLOOM `model` attends through SDPA with one additive bias
+    [B, H, T, T] (ALiBi + the causal/padding mask transformers builds), computed once per forward.
+    Other models keep their own attention (transformers' "sdpa" for LLaMA)."""
+    if model.config.model_type != "bloom":
+        yield
+        return
     cache: dict[str, Any] = {}
 
     def bias_of(alibi: torch.Tensor, mask: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -59,15 +76,15 @@ def sdpa_attention(model: Any) -> Iterator[None]:
             cache.update(key=(alibi, mask), bias=(alibi.view(batch, -1, 1, t) + additive).to(alibi.dtype))
         return cache["bias"]
 
-    layers = [block.self_attention for block in model.transformer.h]
-    for attention in layers:
+    attentions = [block.self_attention for block in layers(model)]
+    for attention in attentions:
         attention.forward = types.MethodType(
             lambda self, *a, **k: _sdpa_forward(self, *a, bias_of=bias_of, **k), attention)
     try:
         yield
     finally:
         cache.clear()
-        for attention in layers:
+        for attention in attentions:
             del attention.forward  # back to the class's method
 
 
@@ -78,22 +95,22 @@ def length_sorted_batches(token_ids: Sequence[Sequence[int]], batch_size: int) -
 
 
 def extract(model: Any, tokenizer: Any, sentences: Sequence[str], batch_size: int = 16) -> np.ndarray:
-    """float32 [N, M, F]: each sentence's GELU outputs averaged over its tokens (tokenized alone, no
-    special tokens), from length-sorted right-padded batches through the backbone."""
+    """float32 [N, M, F]: each sentence's neurons averaged over its tokens (tokenized alone, no special
+    tokens), from length-sorted right-padded batches through the backbone."""
     device = model.device
     token_ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
-    layers = model.transformer.h
-    pooled = torch.empty(len(token_ids), len(layers), layers[0].mlp.dense_4h_to_h.in_features,
+    blocks = layers(model)
+    pooled = torch.empty(len(token_ids), len(blocks), down_projection(blocks[0]).in_features,
                          dtype=torch.float32, device=device)
     batch: dict[str, torch.Tensor] = {}
 
     def pool(layer: int):
-        def hook(module, inputs, output):  # output [B, T, F]; batch["weights"] [B, 1, T]: mask / length
-            pooled[batch["rows"], layer] = torch.bmm(batch["weights"], output.float())[:, 0]
+        def hook(module, inputs):  # inputs[0] [B, T, F]; batch["weights"] [B, 1, T]: mask / length
+            pooled[batch["rows"], layer] = torch.bmm(batch["weights"], inputs[0].float())[:, 0]
         return hook
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    handles = [block.mlp.gelu_impl.register_forward_hook(pool(i)) for i, block in enumerate(layers)]
+    handles = [down_projection(block).register_forward_pre_hook(pool(i)) for i, block in enumerate(blocks)]
     try:
         with torch.inference_mode(), sdpa_attention(model):
             for rows in length_sorted_batches(token_ids, batch_size):
@@ -106,7 +123,7 @@ def extract(model: Any, tokenizer: Any, sentences: Sequence[str], batch_size: in
                 ids, mask = ids.to(device), mask.to(device)
                 batch.update(rows=torch.as_tensor(rows, device=device),
                              weights=(mask / mask.sum(1, keepdim=True)).float()[:, None, :])
-                model.transformer(input_ids=ids, attention_mask=mask, use_cache=False)
+                model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
@@ -115,13 +132,14 @@ def extract(model: Any, tokenizer: Any, sentences: Sequence[str], batch_size: in
 
 @contextlib.contextmanager
 def zeroed_neurons(model: Any, neuron_mask: np.ndarray | None) -> Iterator[None]:
-    """While active, the masked neurons (bool [M, F], True = zeroed) of every layer's GELU output are
-    zeroed in place by forward hooks."""
+    """While active, the masked neurons (bool [M, F], True = zeroed) of every layer are zeroed in place
+    by forward pre-hooks on the down projections."""
     handles = []
-    for layer, block in enumerate(model.transformer.h if neuron_mask is not None else []):
-        weight = block.mlp.dense_4h_to_h.weight
-        keep = torch.as_tensor(~np.asarray(neuron_mask[layer], bool), dtype=weight.dtype, device=weight.device)
-        handles.append(block.mlp.gelu_impl.register_forward_hook(lambda m, i, out, keep=keep: out.mul_(keep)))
+    for layer, block in enumerate(layers(model) if neuron_mask is not None else []):
+        down = down_projection(block)
+        keep = torch.as_tensor(~np.asarray(neuron_mask[layer], bool), dtype=down.weight.dtype,
+                               device=down.weight.device)
+        handles.append(down.register_forward_pre_hook(lambda m, inputs, keep=keep: inputs[0].mul_(keep)))
     try:
         yield
     finally:
@@ -137,7 +155,7 @@ def window_nll(model: Any, windows: np.ndarray, batch_size: int = 1, neuron_mask
     with torch.inference_mode(), sdpa_attention(model), zeroed_neurons(model, neuron_mask):
         for start in range(0, len(windows), batch_size):
             ids = torch.as_tensor(windows[start:start + batch_size], dtype=torch.long, device=model.device)
-            hidden = model.transformer(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
+            hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
             targets = ids[:, 1:]
             chunk = max(1, LOGITS_BUDGET_BYTES // (4 * ids.shape[0] * model.config.vocab_size))
             for c in range(0, hidden.shape[1], chunk):
