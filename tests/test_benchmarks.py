@@ -23,7 +23,7 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "ARCHITECTURES": "tiny-bloom tiny-llama", "RESULTS": str(tmp_path / "out"),
            "MODELS": str(tmp_path / "models"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's run
-    run = subprocess.run(["bash", "benchmarks/gpu.sh", f"--flores={flores}", "--n=3", "--ppl_seqlen=64"],
+    run = subprocess.run(["bash", "benchmarks/gpu.sh", f"--flores={flores}", "--n=2", "--ppl_seqlen=64", "--rounds=1"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     for name, family in (("tiny-bloom", "bloom"), ("tiny-llama", "llama")):
