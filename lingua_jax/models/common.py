@@ -455,10 +455,12 @@ class CausalLM(nn.Module):
     Subclasses set up their backbone (returned by `backbone()`, with `__call__(input_ids, layout,
     intervention, cache, final_norm) -> (hidden, cache)` and `attend(hidden, start, size)`, the tied
     head's `vocab_projection`) and, when the config unties the head, `lm_head` (a `Head`); a family
-    whose logits are scaled or capped overrides `transform_logits`. `__call__(input_ids [B, T], attention_mask [B, T], intervention (an Intervention
-    over [M, F] or [B, M, F], or None), output)` returns logits [B, T, V] ("logits"), the final normed
-    hidden states [B, T, D] ("hidden") or None ("none"); with `capture` "pooled", "active" or "full" the
-    neurons are sown in "intermediates" (see NeuronHook). `lingua_jax.lm.LM` is what calls it.
+    whose logits are scaled or capped overrides `transform_logits`.
+
+    `__call__(input_ids [B, T], attention_mask [B, T], intervention (an Intervention over [M, F] or
+    [B, M, F], or None), output)` returns logits [B, T, V] ("logits"), the final normed hidden states
+    [B, T, D] ("hidden") or None ("none"); with `capture` "pooled", "active" or "full" the neurons are
+    sown in "intermediates" (see NeuronHook). `lingua_jax.lm.LM` is what calls it.
     """
 
     def backbone(self) -> nn.Module:
