@@ -67,8 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     # ap, aprob. With more than zscore, the compare stage ablates each at its own size and at compare.budget
     # neurons per language (a fraction of M·F below 1, else a count), and measures their overlaps
     c.methods = "zscore"
-    # steer_strength: each method's sets are also steered with (mean activation x this), prompts as in steer
-    c.compare = ml_collections.ConfigDict(dict(budget=0.02, steer_strength=2.0))
+    # steer_strength: each method's sets are also steered with (mean activation x this), prompts as in steer;
+    # max_windows: the perplexity table on the first max_windows windows per language (0: the ablation's)
+    c.compare = ml_collections.ConfigDict(dict(budget=0.02, steer_strength=2.0, max_windows=0))
     c.lape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
     c.ap = ml_collections.ConfigDict(dict(top=1000, bottom=1000))  # Kojima et al. 2024's counts per language
     c.aprob = ml_collections.ConfigDict(dict(quantile=0.9, top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
@@ -89,6 +90,7 @@ def tiny_random(family: str) -> ml_collections.ConfigDict:
     c.corpus.n = 12
     c.ablation.text.kind = "bundled"
     c.ablation.seqlen = 64
+    c.ablation.max_windows = 8
     c.xstorycloze.limit = 8
     c.generation.max_new_tokens = 8
     c.steer.max_new_tokens = 8

@@ -239,13 +239,10 @@ class Context:
     @property
     @resource
     def ablation_streams(self) -> dict[str, np.ndarray]:
-        """{language: its ablation text tokenized once}, cut to `max_windows` windows when set."""
+        """{language: its ablation text tokenized once}, cut to ablation.max_windows windows when set."""
         a = self.config.ablation
-        streams = {lang: np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-                   for lang, text in self.ablation_texts.items()}
-        if a.get("max_windows"):
-            streams = {lang: ids[:a.max_windows * a.seqlen] for lang, ids in streams.items()}
-        return streams
+        return first_windows({lang: np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+                              for lang, text in self.ablation_texts.items()}, a.get("max_windows"), a.seqlen)
 
     @property
     @resource
@@ -298,6 +295,12 @@ XSTORYCLOZE_KINDS = ("tsv", "hub", "none")
 FETCH_HINT = "run `python launch/fetch_data.py --config <your config>` where there is a network, or set data_dir"
 
 # Input artefacts a stage can declare, and how their content is fingerprinted.
+def first_windows(streams: Mapping[str, np.ndarray], windows: int | None, seqlen: int) -> dict[str, np.ndarray]:
+    """{language: token stream [N]} cut to the tokens of its first `windows` windows of `seqlen` (0 or
+    None: whole)."""
+    return {lang: ids[:windows * seqlen] if windows else ids for lang, ids in streams.items()}
+
+
 def source_fingerprint(source: checkpoints.ModelSource) -> str:
     """A hub snapshot's commit, or the content fingerprint of a local checkpoint directory."""
     return f"hub:{source.hub_id}@{source.commit}" if source.hub_id else fingerprints.checkpoint(source.path)

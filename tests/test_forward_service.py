@@ -53,35 +53,36 @@ def packed_rows(lengths_per_row, length, seed=0, vocab=VOCAB):
 
 @pytest.mark.parametrize("name", ["bloom_mesh", "llama_mesh"])
 def test_batches_of_any_size_on_a_mesh_equal_one_device(checkpoint, name):
-    """6 and 3 rows on a data axis of 4: every output of the service (logits, pooled, active counts, per-row
-    edits, log-probs with edit ids, packed pooling, greedy decoding) equals the single-device one."""
+    """6 rows (and 3, 5) on a data axis of 4: every output of the service (logits, pooled, active counts,
+    per-row edits, log-probs with edit ids, packed pooling, greedy decoding, window NLLs in batches of 3)
+    equals the single-device one."""
     assert len(jax.devices()) == 8
     path = checkpoint(name, VOCAB)
     one, lm = lj.load_pretrained(path), lj.load_pretrained(path, mesh=sharding.make_mesh((4, 2)))
     m, f = one.num_layers, one.num_neurons
     rng = np.random.RandomState(1)
-    for rows in (6, 3):
-        ids, mask = padded(rows)
-        out, ref = lm(ids, mask, capture="pooled"), one(ids, mask, capture="pooled")
-        assert out.logits.shape == (rows, 9, VOCAB) and out.neurons.shape == (rows, m, f)
-        assert_close(out.logits, ref.logits)
-        assert_close(out.neurons, ref.neurons)
-        assert_close(lm.active_counts(ids, mask), one.active_counts(ids, mask), tol=0)
-        edit = lj.Intervention(rng.rand(rows, m, f) < 0.3, "add", rng.normal(0, 1, (rows, m, f)).astype(np.float32))
-        assert_close(lm.pooled(ids, mask, intervention=edit), one.pooled(ids, mask, intervention=edit))
+    rows = 6
+    ids, mask = padded(rows)
+    out, ref = lm(ids, mask, capture="pooled"), one(ids, mask, capture="pooled")
+    assert out.logits.shape == (rows, 9, VOCAB) and out.neurons.shape == (rows, m, f)
+    assert_close(out.logits, ref.logits)
+    assert_close(out.neurons, ref.neurons)
+    assert_close(lm.active_counts(ids, mask), one.active_counts(ids, mask), tol=0)
+    edit = lj.Intervention(rng.rand(rows, m, f) < 0.3, "add", rng.normal(0, 1, (rows, m, f)).astype(np.float32))
+    assert_close(lm.pooled(ids, mask, intervention=edit), one.pooled(ids, mask, intervention=edit))
 
-        edits = lj.Intervention(rng.rand(3, m, f) < 0.3)
-        inputs = Inputs(ids, mask, targets=np.roll(ids, -1, 1), scored=mask.astype(bool),
-                        edit_ids=np.arange(rows, dtype=np.int32) % 3)
-        sums, _ = lm.forward(inputs, output="logprobs", intervention=edits, chunk=4)
-        assert sums.shape == (rows, 3)
-        assert_close(sums, one.forward(inputs, output="logprobs", intervention=edits, chunk=4)[0])
+    edits = lj.Intervention(rng.rand(3, m, f) < 0.3)
+    inputs = Inputs(ids, mask, targets=np.roll(ids, -1, 1), scored=mask.astype(bool),
+                    edit_ids=np.arange(rows, dtype=np.int32) % 3)
+    sums, _ = lm.forward(inputs, output="logprobs", intervention=edits, chunk=4)
+    assert sums.shape == (rows, 3)
+    assert_close(sums, one.forward(inputs, output="logprobs", intervention=edits, chunk=4)[0])
 
-        p_ids, segments, _ = packed_rows([[3, 4], [5], [2, 2, 3]] * (rows // 3), 9)
-        packed = Inputs(p_ids, segment_ids=segments, num_segments=3)
-        _, pooled = lm.forward(packed, capture="pooled", output="none")
-        assert pooled.shape == (rows, 3, m, f)
-        assert_close(pooled, one.forward(packed, capture="pooled", output="none")[1])
+    p_ids, segments, _ = packed_rows([[3, 4], [5], [2, 2, 3]] * (rows // 3), 9)
+    packed = Inputs(p_ids, segment_ids=segments, num_segments=3)
+    _, pooled = lm.forward(packed, capture="pooled", output="none")
+    assert pooled.shape == (rows, 3, m, f)
+    assert_close(pooled, one.forward(packed, capture="pooled", output="none")[1])
 
     ids, mask = padded(3)
     mask[-1] = 1  # generation needs left padding only

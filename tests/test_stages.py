@@ -262,6 +262,7 @@ READERS = {
     "steer.max_new_tokens": {"steer", "compare"}, "steer.max_windows": {"steer"}, "steer.batch_size": set(),
     "steer.seed": {"steer"},
     "methods": {"compare"}, "compare.budget": {"compare"}, "compare.steer_strength": {"compare"},
+    "compare.max_windows": {"compare"},
     "lape.top_rate": {"compare"},
     "lape.filter_rate": {"compare"}, "lape.bar_ratio": {"compare"}, "ap.top": {"compare"}, "ap.bottom": {"compare"},
     "aprob.quantile": {"compare"}, "aprob.top_rate": {"compare"}, "aprob.filter_rate": {"compare"},
@@ -310,7 +311,8 @@ def test_every_setting_a_stage_reads_is_in_its_key(tmp_path):
         "generation.prompts_per_language": 1, "generation.max_new_tokens": 3,
         "steer.prompts_per_language": 1, "steer.strengths": (1.0, 3.0), "steer.statistics": "median",
         "steer.max_new_tokens": 3, "steer.max_windows": 2, "steer.batch_size": 5, "steer.seed": 2,
-        "methods": "lape,zscore", "compare.budget": 0.05, "compare.steer_strength": 3.0, "lape.top_rate": 0.04, "lape.filter_rate": 0.9,
+        "methods": "lape,zscore", "compare.budget": 0.05, "compare.steer_strength": 3.0, "compare.max_windows": 1,
+        "lape.top_rate": 0.04, "lape.filter_rate": 0.9,
         "lape.bar_ratio": 0.9, "ap.top": 4, "ap.bottom": 3, "aprob.quantile": 0.8, "aprob.top_rate": 0.04,
         "aprob.filter_rate": 0.9, "aprob.bar_ratio": 0.9,
     }

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from lingua_jax import evaluate, langid, lape, methods, metrics, plots
-from lingua_jax.context import Context
+from lingua_jax.context import Context, first_windows
 from lingua_jax.io import write_atomic
 from lingua_jax.models.common import Intervention
 from lingua_jax.stages import Contribution, Outputs, Stage, steer
@@ -67,7 +67,8 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
     steering = {key: steer.target_shares(found_languages[i * len(languages):(i + 1) * len(languages)], sources,
                                          languages) for i, key in enumerate(found)}
     names = [f"{method}/{size}/{lang}" for method, size in found for lang in languages]
-    table = evaluate.ablation_table(ctx.lm, ctx.ablation_streams, stacked, names, a.seqlen,
+    streams = first_windows(ctx.ablation_streams, ctx.config.compare.max_windows, a.seqlen)
+    table = evaluate.ablation_table(ctx.lm, streams, stacked, names, a.seqlen,
                                     random_fraction=budget / (m * f), seed=a.seed, batch_size=a.batch_size)
     rows: list[dict[str, Any]] = []
     for (method, size), regions in found.items():

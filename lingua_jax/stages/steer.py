@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from lingua_jax import evaluate, generation, langid, plots, steering
-from lingua_jax.context import Context
+from lingua_jax.context import Context, first_windows
 from lingua_jax.io import write_atomic
 from lingua_jax.models.common import Intervention
 from lingua_jax.progress import progress
@@ -81,7 +81,7 @@ def run(ctx: Context, out: Path, reads: dict[str, Outputs]) -> Outputs:
     texts_in, sources = prompts(ctx, s.prompts_per_language)
     texts = continuations(ctx, edit, texts_in)
     found = [langid.identify(t) for t in texts]
-    streams = {lang: ids[:s.max_windows * a.seqlen] for lang, ids in ctx.ablation_streams.items()}
+    streams = first_windows(ctx.ablation_streams, s.max_windows, a.seqlen)
     ppl = evaluate.perplexity_grid(ctx.lm, streams, a.seqlen, edit, a.batch_size,
                                    mask_names=["none"] + [f"{n['set']} of {n['target']}: {n['statistic']} x "
                                                           f"{n['strength']:g}" for n in names])
