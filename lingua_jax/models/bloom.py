@@ -83,7 +83,7 @@ class BloomAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, layout: common.Layout, cache):
-        """x [B, T, D] -> ([B, T, D] without the residual, updated layer cache or None)."""
+        """x [B, T, D] -> ([B, T, D] without the residual, its new keys and values or None)."""
         b, t, _ = x.shape
         s = self.spec
         dense = lambda n, axes, name: common.dense(n, axes, self.dtype, name, bias=True)

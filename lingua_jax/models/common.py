@@ -32,6 +32,10 @@ class Layout:
 
     Without a KV cache S = T and the slots are the tokens. With one, the new tokens fill slots
     [cache_index, cache_index + T) of a cache of S slots and `key_mask` marks every real token so far.
+    The whole cache rides in the layout: each layer reads its slice (`update`) and returns only its new
+    keys and values, which `store` writes into every layer's slots at once after the last layer. (The
+    scan over layers does not stack whole updated slices, which cost a copy of the cache per step:
+    decoding 54 rows of the demo model, 4.0 ms a step for the layers against 7.1 ms.)
     Positions count real tokens only (0, 1, 2, ... from the mask), so left padding is exact. `packed`
     builds the layout of rows that hold several sequences each. Nothing outside `models` builds one:
     `CausalLM.__call__` does, from an attention mask or segment ids.
@@ -43,10 +47,13 @@ class Layout:
     token_mask: jax.Array  # [B, T]: 1 on the new real tokens, or [B, P, T]: one such row per sequence
     cache_index: jax.Array | None  # int32 scalar, or None without a cache
     lengths: jax.Array  # int32 [B, T]: per new token, the real tokens its sequence has by the end of this call
+    cache: tuple[jax.Array, jax.Array] | None = None  # keys and values [M, B, S, KV, hd] before this call
 
     @classmethod
-    def build(cls, key_mask: jax.Array, num_new: int, cache_index: jax.Array | None = None) -> "Layout":
-        """key_mask [B, S] (1 = real token); num_new = T; cache_index None means S == T, index 0."""
+    def build(cls, key_mask: jax.Array, num_new: int, cache_index: jax.Array | None = None,
+              cache: tuple[jax.Array, jax.Array] | None = None) -> "Layout":
+        """key_mask [B, S] (1 = real token); num_new = T; cache_index None means S == T, index 0; `cache`
+        the keys and values [M, B, S, KV, hd] (with cache_index)."""
         index = jnp.int32(0) if cache_index is None else cache_index
         key_positions = positions_from_mask(key_mask)
         query_slots = index + jnp.arange(num_new)
@@ -61,6 +68,7 @@ class Layout:
             token_mask=token_mask,
             cache_index=cache_index,
             lengths=jnp.broadcast_to(last + 1, query_positions.shape).astype(jnp.int32),
+            cache=cache,
         )
 
     @classmethod
@@ -96,15 +104,28 @@ class Layout:
         near = self.key_positions[:, None, None, :] > self.query_positions[:, None, :, None] - window
         return self.mask & near
 
-    def update(self, cache: tuple[jax.Array, jax.Array] | None, k: jax.Array, v: jax.Array):
-        """Write the new keys/values [B, T, KV, hd] into the layer's cache [B, S, KV, hd] (if any);
-        returns the keys and values to attend over and the updated cache."""
-        if cache is None:
+    def layers(self, num_layers: int) -> jax.Array | None:
+        """int32 [M]: each layer's index into the cache, what `layer_stack` hands each layer as its
+        cache entry (None without a cache)."""
+        return None if self.cache is None else jnp.arange(num_layers, dtype=jnp.int32)
+
+    def update(self, layer: jax.Array | None, k: jax.Array, v: jax.Array):
+        """(keys, values, new): the keys and values to attend over, [B, S, KV, hd] with the new ones k, v
+        [B, T, KV, hd] in their slots of layer `layer`'s cache, and new = (k, v) in the cache's dtype
+        for `store` (without a cache: k, v and None)."""
+        if layer is None:
             return k, v, None
         start = (0, self.cache_index, 0, 0)
-        k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), start)
-        v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), start)
-        return k, v, (k, v)
+        new = tuple(x.astype(c.dtype) for x, c in zip((k, v), self.cache))
+        k_all, v_all = (jax.lax.dynamic_update_slice(jax.lax.dynamic_index_in_dim(c, layer, keepdims=False), x,
+                                                     start) for c, x in zip(self.cache, new))
+        return k_all, v_all, new
+
+    def store(self, new: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """The cache with every layer's new keys and values, new [M, B, T, KV, hd] each (the layers'
+        `update` outputs, stacked), written into slots [cache_index, cache_index + T)."""
+        start = (0, 0, self.cache_index, 0, 0)
+        return tuple(jax.lax.dynamic_update_slice(c, x, start) for c, x in zip(self.cache, new))
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -355,9 +376,10 @@ def sliding_layers(window: int | None, layers: tuple[bool, ...] | None, num_laye
 def layer_stack(block: type[nn.Module], num_layers: int) -> type[nn.Module]:
     """`block` scanned over layers: params and sown intermediates stack on a leading [M] axis.
 
-    The block's call is `(hidden, (layer_edit, layer_cache, ...), layout) -> (hidden, new_layer_cache)`:
-    `layer_edit` is the layer's slice of `layer_interventions(...)`, `layer_cache` its (k, v) slice of the KV
-    cache [M, B, S, KV, hd] (either may be None), any further entries other per-layer inputs of the family
+    The block's call is `(hidden, (layer_edit, layer, ...), layout) -> (hidden, new)`: `layer_edit` is the
+    layer's slice of `layer_interventions(...)`, `layer` its index into the KV cache (`Layout.layers`;
+    either may be None), `new` what its attention's `layout.update(layer, k, v)` returned (the new keys
+    and values, which `Layout.store` writes), any further entries other per-layer inputs of the family
     (LLaMA's sliding flag, [M] -> a scalar), and the Layout is shared by every layer.
     """
     return nn.scan(
@@ -453,9 +475,9 @@ class CausalLM(nn.Module):
     """The call contract shared by every family's ...ForCausalLM.
 
     Subclasses set up their backbone (returned by `backbone()`, with `__call__(input_ids, layout,
-    intervention, cache, final_norm) -> (hidden, cache)` and `attend(hidden, start, size)`, the tied
-    head's `vocab_projection`) and, when the config unties the head, `lm_head` (a `Head`); a family
-    whose logits are scaled or capped overrides `transform_logits`.
+    intervention, layers, final_norm) -> (hidden, new keys and values)` (`layer_stack`) and
+    `attend(hidden, start, size)`, the tied head's `vocab_projection`) and, when the config unties the
+    head, `lm_head` (a `Head`); a family whose logits are scaled or capped overrides `transform_logits`.
 
     `__call__(input_ids [B, T], attention_mask [B, T], intervention (an Intervention over [M, F] or
     [B, M, F], or None), output)` returns logits [B, T, V] ("logits"), the final normed hidden states
@@ -476,9 +498,10 @@ class CausalLM(nn.Module):
         if segment_ids is not None:
             layout = Layout.packed(segment_ids, num_segments)
         else:
-            layout = Layout.build(attention_mask, input_ids.shape[1], cache_index)
-        hidden, cache = self.backbone()(input_ids, layout, layer_interventions(intervention), cache,
-                                        final_norm=output != "none")
+            layout = Layout.build(attention_mask, input_ids.shape[1], cache_index, cache)
+        hidden, new = self.backbone()(input_ids, layout, layer_interventions(intervention),
+                                      layout.layers(self.spec.num_layers), final_norm=output != "none")
+        cache = None if cache is None else layout.store(new)
         if output == "logits":
             hidden = self.logits(hidden)
         elif output == "none":

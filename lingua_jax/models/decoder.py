@@ -320,7 +320,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, layout: common.Layout, cache, local=None):
-        """x [B, T, D] -> ([B, T, D] without the residual, updated layer cache or None). `local`: bool scalar,
+        """x [B, T, D] -> ([B, T, D] without the residual, its new keys and values or None). `local`: bool scalar,
         this layer slides and uses `local_rope` (None: every layer is alike)."""
         b, t, _ = x.shape
         s = self.spec
