@@ -59,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
                                                    batch_size=8))
     c.generation = ml_collections.ConfigDict(dict(prompts_per_language=2, max_new_tokens=64))
     # steering: each target language's region set to its mean / median activation x each strength; random
-    # regions of the same size drawn with `seed`; the perplexity cost on max_windows windows per language
+    # regions of the same size drawn with `seed`; the perplexity cost on max_windows windows per language (0: all)
     c.steer = ml_collections.ConfigDict(dict(prompts_per_language=2, strengths=(1.0, 2.0, 4.0),
                                              statistics="mean,median", max_new_tokens=32, max_windows=8,
                                              batch_size=64, seed=0))

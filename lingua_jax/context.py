@@ -294,13 +294,14 @@ TEXT_KINDS = ("bundled", "xlsum", "hub_xlsum")  # ablation.text.kind
 XSTORYCLOZE_KINDS = ("tsv", "hub", "none")
 FETCH_HINT = "run `python launch/fetch_data.py --config <your config>` where there is a network, or set data_dir"
 
-# Input artefacts a stage can declare, and how their content is fingerprinted.
+
 def first_windows(streams: Mapping[str, np.ndarray], windows: int | None, seqlen: int) -> dict[str, np.ndarray]:
     """{language: token stream [N]} cut to the tokens of its first `windows` windows of `seqlen` (0 or
     None: whole)."""
     return {lang: ids[:windows * seqlen] if windows else ids for lang, ids in streams.items()}
 
 
+# Input artefacts a stage can declare, and how their content is fingerprinted.
 def source_fingerprint(source: checkpoints.ModelSource) -> str:
     """A hub snapshot's commit, or the content fingerprint of a local checkpoint directory."""
     return f"hub:{source.hub_id}@{source.commit}" if source.hub_id else fingerprints.checkpoint(source.path)
