@@ -35,7 +35,7 @@ class Layout:
     The whole cache rides in the layout: each layer reads its slice (`update`) and returns only its new
     keys and values, which `store` writes into every layer's slots at once after the last layer. (The
     scan over layers does not stack whole updated slices, which cost a copy of the cache per step:
-    decoding 54 rows of the demo model, 4.0 ms a step for the layers against 7.1 ms.)
+    greedy decoding of 54 rows x 33 new tokens with the demo model, 186-193 ms against 221-249 ms.)
     Positions count real tokens only (0, 1, 2, ... from the mask), so left padding is exact. `packed`
     builds the layout of rows that hold several sequences each. Nothing outside `models` builds one:
     `CausalLM.__call__` does, from an attention mask or segment ids.
