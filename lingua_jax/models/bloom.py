@@ -82,19 +82,19 @@ class BloomAttention(nn.Module):
     attention: common.Implementation = "auto"
 
     @nn.compact
-    def __call__(self, x: jax.Array, layout: common.Layout, cache):
+    def __call__(self, x: jax.Array, layout: common.Layout, layer):
         """x [B, T, D] -> ([B, T, D] without the residual, its new keys and values or None)."""
         b, t, _ = x.shape
         s = self.spec
         dense = lambda n, axes, name: common.dense(n, axes, self.dtype, name, bias=True)
         fused = dense(3 * s.hidden_size, (common.EMBED, common.HEADS), "query_key_value")(x)
         fused = fused.reshape(b, t, s.num_heads, 3, s.head_dim)
-        k, v, cache = layout.update(cache, fused[..., 1, :], fused[..., 2, :])
+        k, v, new = layout.update(layer, fused[..., 1, :], fused[..., 2, :])
         slopes = jnp.asarray(alibi_slopes(s.num_heads))
         alibi = slopes[None, :, None, None] * layout.key_positions[:, None, None, :].astype(jnp.float32)
         context = common.dot_product_attention(fused[..., 0, :], k, v, layout.mask, bias=alibi,
                                                causal=layout.cache_index is None, implementation=self.attention)
-        return dense(s.hidden_size, (common.HEADS, common.EMBED), "dense")(context.reshape(b, t, s.hidden_size)), cache
+        return dense(s.hidden_size, (common.HEADS, common.EMBED), "dense")(context.reshape(b, t, s.hidden_size)), new
 
 
 class BloomMLP(nn.Module):
@@ -119,19 +119,19 @@ class BloomBlock(nn.Module):
 
     @nn.compact
     def __call__(self, hidden, layer_inputs, layout: common.Layout):
-        layer_edit, cache = layer_inputs
+        layer_edit, layer = layer_inputs
         layer_norm = lambda name: layer_norm_of(self.spec, self.dtype, name)
         post_ln_residual = self.spec.apply_residual_connection_post_layernorm
         normed = layer_norm("input_layernorm")(hidden)
         residual = normed if post_ln_residual else hidden
-        attended, cache = BloomAttention(self.spec, self.dtype, self.attention, name="self_attention")(
-            normed, layout, cache)
+        attended, new = BloomAttention(self.spec, self.dtype, self.attention, name="self_attention")(
+            normed, layout, layer)
         hidden = residual + attended
         normed = layer_norm("post_attention_layernorm")(hidden)
         residual = normed if post_ln_residual else hidden
         hidden = residual + BloomMLP(self.spec, self.dtype, self.capture, name="mlp")(
             normed, layer_edit, layout.token_mask)
-        return hidden, cache
+        return hidden, new
 
 
 class BloomTransformer(nn.Module):
@@ -149,10 +149,10 @@ class BloomTransformer(nn.Module):
         self.ln_f = layer_norm_of(s, self.dtype)
         self.h = common.layer_stack(BloomBlock, s.num_layers)(s, self.dtype, self.capture, self.attention)
 
-    def __call__(self, input_ids, layout, layer_edits, cache, final_norm: bool):
+    def __call__(self, input_ids, layout, layer_edits, layers, final_norm: bool):
         hidden = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
-        hidden, cache = self.h(hidden, (layer_edits, cache), layout)
-        return (self.ln_f(hidden) if final_norm else hidden), cache
+        hidden, new = self.h(hidden, (layer_edits, layers), layout)
+        return (self.ln_f(hidden) if final_norm else hidden), new
 
     def attend(self, hidden, start=0, size=None):
         return common.vocab_projection(hidden, self.word_embeddings.embedding, 0, self.dtype, start, size)

@@ -104,10 +104,10 @@ class Layout:
         near = self.key_positions[:, None, None, :] > self.query_positions[:, None, :, None] - window
         return self.mask & near
 
-    def layers(self, num_layers: int) -> jax.Array | None:
+    def layers(self) -> jax.Array | None:
         """int32 [M]: each layer's index into the cache, what `layer_stack` hands each layer as its
         cache entry (None without a cache)."""
-        return None if self.cache is None else jnp.arange(num_layers, dtype=jnp.int32)
+        return None if self.cache is None else jnp.arange(self.cache[0].shape[0], dtype=jnp.int32)
 
     def update(self, layer: jax.Array | None, k: jax.Array, v: jax.Array):
         """(keys, values, new): the keys and values to attend over, [B, S, KV, hd] with the new ones k, v
@@ -500,7 +500,7 @@ class CausalLM(nn.Module):
         else:
             layout = Layout.build(attention_mask, input_ids.shape[1], cache_index, cache)
         hidden, new = self.backbone()(input_ids, layout, layer_interventions(intervention),
-                                      layout.layers(self.spec.num_layers), final_norm=output != "none")
+                                      layout.layers(), final_norm=output != "none")
         cache = None if cache is None else layout.store(new)
         if output == "logits":
             hidden = self.logits(hidden)

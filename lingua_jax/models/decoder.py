@@ -319,7 +319,7 @@ class Attention(nn.Module):
     attention: common.Implementation = "auto"
 
     @nn.compact
-    def __call__(self, x, layout: common.Layout, cache, local=None):
+    def __call__(self, x, layout: common.Layout, layer, local=None):
         """x [B, T, D] -> ([B, T, D] without the residual, its new keys and values or None). `local`: bool scalar,
         this layer slides and uses `local_rope` (None: every layer is alike)."""
         b, t, _ = x.shape
@@ -342,7 +342,7 @@ class Attention(nn.Module):
                 scaling = jnp.where(local, s.local_rope.attention_scaling(), scaling)
         cos, sin = rotary_tables(layout.query_positions, inv_freq, s.rope_interleaved, scaling)
         q, k = (apply_rotary(y, cos, sin, s.rope_interleaved) for y in (q, k))
-        k, v, cache = layout.update(cache, k, heads(s.num_kv_heads, common.KV_HEADS, "v_proj"))
+        k, v, new = layout.update(layer, k, heads(s.num_kv_heads, common.KV_HEADS, "v_proj"))
         mask = layout.mask
         if s.sliding_window is not None and local is not None:
             mask = jnp.where(local, layout.windowed_mask(s.sliding_window), mask)
@@ -351,7 +351,7 @@ class Attention(nn.Module):
                                                softcap=s.attn_logit_softcapping, implementation=self.attention)
         o_proj = common.dense(s.hidden_size, (common.HEADS, common.EMBED), self.dtype, "o_proj", s.o_proj_bias)
         out = o_proj(context.reshape(b, t, s.num_heads * s.head_dim))
-        return out, cache
+        return out, new
 
 
 class MLP(nn.Module):
@@ -379,21 +379,21 @@ class DecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, hidden, layer_inputs, layout: common.Layout):
-        layer_edit, cache, local = layer_inputs
+        layer_edit, layer, local = layer_inputs
         s = self.spec
         norm = lambda name: Norm(s.norm, s.norm_eps, self.dtype, name=name)
         attention = Attention(s, self.dtype, self.attention, name="self_attn")
         mlp = lambda x: MLP(s, self.dtype, self.capture, name="mlp")(x, layer_edit, layout.token_mask)
         if s.block == "parallel":
             normed = norm("input_layernorm")(hidden)
-            attended, cache = attention(normed, layout, cache, local)
-            return hidden + attended + mlp(normed), cache
-        attended, cache = attention(norm("input_layernorm")(hidden), layout, cache, local)
+            attended, new = attention(normed, layout, layer, local)
+            return hidden + attended + mlp(normed), new
+        attended, new = attention(norm("input_layernorm")(hidden), layout, layer, local)
         if s.block == "sandwich":
             hidden = hidden + norm("post_attention_layernorm")(attended)
-            return hidden + norm("post_feedforward_layernorm")(mlp(norm("pre_feedforward_layernorm")(hidden))), cache
+            return hidden + norm("post_feedforward_layernorm")(mlp(norm("pre_feedforward_layernorm")(hidden))), new
         hidden = hidden + attended
-        return hidden + mlp(norm("post_attention_layernorm")(hidden)), cache
+        return hidden + mlp(norm("post_attention_layernorm")(hidden)), new
 
 
 class DecoderModel(nn.Module):
@@ -411,14 +411,14 @@ class DecoderModel(nn.Module):
         self.layers = common.layer_stack(DecoderLayer, s.num_layers)(s, self.dtype, self.capture, self.attention)
         self.norm = Norm(s.norm, s.norm_eps, self.dtype)
 
-    def __call__(self, input_ids, layout, layer_edits, cache, final_norm: bool):
+    def __call__(self, input_ids, layout, layer_edits, layers, final_norm: bool):
         local = self.spec.local_layers()
         local = None if local is None else jnp.asarray(local)
         hidden = self.embed_tokens(input_ids)
         if self.spec.embed_scale:  # HF's embed_scale: a float32 buffer sqrt(D), cast to the weights' dtype
             hidden = hidden * jnp.asarray(np.float32(self.spec.hidden_size ** 0.5)).astype(hidden.dtype)
-        hidden, cache = self.layers(hidden, (layer_edits, cache, local), layout)
-        return (self.norm(hidden) if final_norm else hidden), cache
+        hidden, new = self.layers(hidden, (layer_edits, layers, local), layout)
+        return (self.norm(hidden) if final_norm else hidden), new
 
     def attend(self, hidden, start=0, size=None):
         return common.vocab_projection(hidden, self.embed_tokens.embedding, 0, self.dtype, start, size)
