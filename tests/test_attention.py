@@ -2,6 +2,7 @@
 "auto" choice (choose_implementation), on the CPU in float32."""
 
 import logging
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -34,14 +35,23 @@ def padding(kind, t=T):
     return np.stack([np.ones(t, bool), row])
 
 
+def blocked_attention(*args, per_head: bool, **kwargs):
+    """The "blocked" implementation, its causal blocks batched over all heads or one (batch row, kv head)
+    at a time (the CPU's choice), whichever this machine would take."""
+    with mock.patch.object(common, "_loop_over_heads", lambda: per_head):
+        return common.dot_product_attention(*args, implementation="blocked", **kwargs)
+
+
 def compare(mask, *args, **kwargs):
-    """"xla" == "blocked" on every query that sees a key; both finite everywhere."""
-    blocked = common.dot_product_attention(*args, implementation="blocked", **kwargs)
+    """"xla" == "blocked", with and without the loop over heads, on every query that sees a key; all
+    finite everywhere."""
     xla = common.dot_product_attention(*args, implementation="xla", **kwargs)
-    assert xla.shape == blocked.shape and xla.dtype == blocked.dtype
-    assert np.isfinite(np.asarray(blocked, np.float32)).all() and np.isfinite(np.asarray(xla, np.float32)).all()
     seen = np.asarray(mask).any(-1)[:, 0]  # [B, T]
-    np.testing.assert_allclose(np.asarray(xla)[seen], np.asarray(blocked)[seen], atol=1e-5, rtol=1e-5)
+    for per_head in (False, True):
+        blocked = blocked_attention(*args, per_head=per_head, **kwargs)
+        assert xla.shape == blocked.shape and xla.dtype == blocked.dtype
+        assert np.isfinite(np.asarray(blocked, np.float32)).all() and np.isfinite(np.asarray(xla, np.float32)).all()
+        np.testing.assert_allclose(np.asarray(xla)[seen], np.asarray(blocked)[seen], atol=1e-5, rtol=1e-5)
     return blocked
 
 
@@ -136,6 +146,10 @@ def test_softcap():
     auto, blocked = (common.dot_product_attention(q, k, v, mask, causal=True, softcap=5.0, implementation=name)
                      for name in ("auto", "blocked"))
     np.testing.assert_array_equal(np.asarray(auto), np.asarray(blocked))
+    batched = blocked_attention(q, k, v, mask, causal=True, softcap=5.0, per_head=False)
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(batched), atol=1e-5, rtol=1e-5)
+    uncapped = common.dot_product_attention(q, k, v, mask, causal=True, implementation="blocked")
+    assert not np.allclose(np.asarray(blocked), np.asarray(uncapped), atol=1e-3)
 
 
 def test_auto_is_blocked_on_cpu(monkeypatch, caplog):
@@ -149,6 +163,20 @@ def test_auto_is_blocked_on_cpu(monkeypatch, caplog):
         "attention: blocked (no cuDNN on cpu)"]
     blocked = common.dot_product_attention(q, k, v, mask, causal=True, implementation="blocked")
     np.testing.assert_array_equal(np.asarray(auto), np.asarray(blocked))
+
+
+def test_blocked_loops_over_heads_on_the_cpu_only(monkeypatch):
+    """On the CPU the blocked causal attention is one loop over the B·KV (batch row, kv head) pairs; on
+    an accelerator (platform patched) it is batched, with no loop; short or non-causal calls never loop."""
+    q, k, v = qkv(T, T, 8, 2)
+    mask = causal_mask(padding("left"), T)
+    hlo = lambda t=T, causal=True: jax.jit(lambda *a: common.dot_product_attention(
+        *a, causal=causal, implementation="blocked")).lower(q[:, :t], k[:, :t], v[:, :t], mask[..., :t, :t]).as_text()
+    assert common._loop_over_heads()
+    assert "stablehlo.while" in hlo() and f"tensor<{B * 2}x" in hlo()
+    assert "stablehlo.while" not in hlo(t=common.QUERY_BLOCK) and "stablehlo.while" not in hlo(causal=False)
+    monkeypatch.setattr(common, "_platform", lambda: ("tpu", None))
+    assert not common._loop_over_heads() and "stablehlo.while" not in hlo()
 
 
 def spec(hd=64, dtype=jnp.bfloat16, kv_dtype=None):
