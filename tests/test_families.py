@@ -206,15 +206,17 @@ def sentences():
 
 @pytest.mark.parametrize("name", NAMES + ["llama_rope_dynamic"])
 def test_packed_rows_equal_one_sentence_at_a_time(checkpoint, sentences, name):
+    """Packed extraction's pooled neurons equal transformers' for each sentence alone."""
     corpus, tokenizer = sentences
-    lm = lj.load_pretrained(checkpoint(name, 300))
+    path = checkpoint(name, 300)
+    lm, torch_model = lj.load_pretrained(path), ref.load_model(path)
     acts = extract.extract(lm, tokenizer, corpus, batch_size=2, pack=True, max_length=64)
     assert acts.metadata["packed"] and max(acts.metadata["segments_per_row"]) > 1
     lengths = []
     for i, text in enumerate(corpus.texts):
-        ids = np.asarray([tokenizer(text, add_special_tokens=False)["input_ids"]])
-        lengths.append(ids.shape[1])
-        np.testing.assert_allclose(acts.acts[i], lm.pooled(ids)[0], atol=ATOL, rtol=1e-5)  # rows of other lengths
+        tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+        lengths.append(len(tokens))
+        np.testing.assert_allclose(acts.acts[i], ref.pooled_alone(torch_model, tokens), atol=ATOL, rtol=1e-5)
     assert max(lengths) > 16, "some sentence should reach past llama3's original context"
 
 
@@ -278,13 +280,6 @@ def test_inverse_frequencies_equal_transformers(rope, head_dim):
           f"{int((ours != theirs).sum())} of {ours.size} differ by an ulp")
 
 
-def fresh_rope(model):
-    """`model` with its rotary embedding as loaded: transformers' dynamic RoPE keeps the frequencies of the
-    longest sequence it has seen."""
-    model.model.rotary_emb = type(model.model.rotary_emb)(model.config)
-    return model
-
-
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_dynamic_rope_gives_each_sequence_what_it_gets_alone(models, side):
     """Sequences of 40, 23, 1 and 30 tokens past a 16-token context, batched: each row's logits and neurons
@@ -296,10 +291,10 @@ def test_dynamic_rope_gives_each_sequence_what_it_gets_alone(models, side):
     out = lm(ids, mask, capture="full")
     for row in range(len(ids)):
         real = mask[row].astype(bool)
-        logits, neurons = ref.forward(fresh_rope(torch_model), ids[row:row + 1, real], mask[row:row + 1, real])
+        logits, neurons = ref.forward(ref.fresh_rope(torch_model), ids[row:row + 1, real], mask[row:row + 1, real])
         np.testing.assert_allclose(np.asarray(out.logits)[row, real], logits[0], atol=ATOL, rtol=0)
         np.testing.assert_allclose(np.asarray(out.neurons)[row][:, real], neurons[0], atol=ATOL, rtol=0)
-    batched, _ = ref.forward(fresh_rope(torch_model), ids, mask)
+    batched, _ = ref.forward(ref.fresh_rope(torch_model), ids, mask)
     row = LONG.index(23)
     assert np.abs(batched[row] - np.asarray(out.logits)[row])[mask[row].astype(bool)].max() > 1e-2
 
@@ -313,7 +308,7 @@ def test_dynamic_rope_generation_equals_transformers_prompt_by_prompt(models):
     ours = generation.greedy(lm, ids, mask, NEW)
     for row in range(len(ids)):
         real = mask[row].astype(bool)
-        alone = hf_greedy(fresh_rope(torch_model), ids[row:row + 1, real], mask[row:row + 1, real])
+        alone = hf_greedy(ref.fresh_rope(torch_model), ids[row:row + 1, real], mask[row:row + 1, real])
         np.testing.assert_array_equal(ours[row], alone[0])
     unscaled = copy.deepcopy(torch_model)
     unscaled_rope(unscaled)

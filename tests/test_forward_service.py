@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lingua_jax as lj
+import torch_reference as ref
 from lingua_jax import evaluate, generation, sharding, throughput
 from lingua_jax.lm import Inputs, apply_model, target_logprobs
 
@@ -110,19 +111,25 @@ def test_one_compile_per_padded_shape_and_mode(checkpoint):
 
 @pytest.mark.parametrize("name", ["bloom", "llama_gqa_sharded", "mistral"])
 def test_packed_pooling_equals_one_sentence_at_a_time(models, name):
-    """Per-sequence means and active counts of packed rows (Mistral: a window of 4, shorter than the
-    sentences) equal those of each sentence alone; empty segment slots pool to zeros."""
-    lm, _ = models(name)
+    """Per-sequence means of packed rows (Mistral: a window of 4, shorter than the sentences) equal
+    transformers' for each sentence alone, and their active counts ours for each sentence in a row of its
+    own; empty segment slots pool to zeros."""
+    lm, torch_model = models(name)
     lengths = [[7, 5, 9], [12], [3, 6, 4]]
     ids, segments, sentences = packed_rows(lengths, 24, seed=3, vocab=lm.spec.vocab_size)
     inputs = Inputs(ids, segment_ids=segments, num_segments=4)
     _, pooled = lm.forward(inputs, capture="pooled", output="none")
     _, counts = lm.forward(inputs, capture="active", output="none")
     assert pooled.shape == (3, 4, lm.num_layers, lm.num_neurons) and np.all(np.isfinite(pooled))
+    alone = [tokens for row in sentences for tokens in row]  # one sentence per row, right-padded
+    one_per_row = np.zeros((len(alone), max(map(len, alone))), np.int32)
+    for i, tokens in enumerate(alone):
+        one_per_row[i, :len(tokens)] = tokens
+    counts_alone = iter(lm.active_counts(one_per_row, one_per_row > 0))  # packed_rows' tokens are > 0
     for r, row in enumerate(sentences):
         for s, tokens in enumerate(row):
-            np.testing.assert_allclose(pooled[r, s], lm.pooled(tokens[None])[0], atol=1e-4, rtol=1e-5)
-            np.testing.assert_array_equal(counts[r, s], lm.active_counts(tokens[None])[0])
+            np.testing.assert_allclose(pooled[r, s], ref.pooled_alone(torch_model, tokens), atol=1e-4, rtol=1e-5)
+            np.testing.assert_array_equal(counts[r, s], next(counts_alone))
         assert not np.any(pooled[r, len(row):]) and not np.any(counts[r, len(row):])
     # without num_segments a packed row pools over all its real tokens
     _, whole = lm.forward(Inputs(ids, segment_ids=segments), capture="pooled", output="none")

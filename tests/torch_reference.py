@@ -221,3 +221,20 @@ def forward(model, input_ids, attention_mask, neuron_mask=None, edit=None):
     with torch.no_grad(), neuron_hooks(model, neuron_mask, edit) as recorded:
         logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float().numpy()
     return logits, np.stack(recorded, axis=1)
+
+
+def fresh_rope(model):
+    """`model` with its rotary embedding as loaded: transformers' dynamic RoPE keeps the frequencies of the
+    longest sequence it has seen."""
+    model.model.rotary_emb = type(model.model.rotary_emb)(model.config)
+    return model
+
+
+def pooled_alone(model, tokens) -> np.ndarray:
+    """float32 [M, F]: each layer's neurons of the one sequence `tokens` [T], unpadded and alone in its
+    batch, averaged over its tokens, as in a freshly loaded model (`fresh_rope`)."""
+    if (getattr(model.config, "rope_parameters", None) or {}).get("rope_type") == "dynamic":
+        fresh_rope(model)
+    ids = np.asarray(tokens)[None]
+    _, neurons = forward(model, ids, np.ones_like(ids))
+    return neurons[0].mean(axis=1)
