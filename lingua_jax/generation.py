@@ -17,16 +17,24 @@ import numpy as np
 from lingua_jax.data import make_batches, tokenize_each
 from lingua_jax.data.batching import padding_id
 from lingua_jax.lm import LM, Inputs
-from lingua_jax.models.common import Intervention, as_intervention
+from lingua_jax.models.common import Intervention, Layout, as_intervention
 from lingua_jax.progress import progress
 from lingua_jax.sharding import to_host
 
 
 def init_cache(spec: Any, dtype: Any, batch: int, slots: int) -> tuple[jax.Array, jax.Array]:
-    """Zeroed keys and values, each [M, B, S, KV, hd] in `dtype`, for a model of `spec`."""
+    """The zeroed KV cache (`Layout.empty_cache`) of `slots` slots for a model of `spec`."""
     kv_heads = getattr(spec, "num_kv_heads", spec.num_heads)
-    shape = (spec.num_layers, batch, slots, kv_heads, spec.head_dim)
-    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+    return Layout.empty_cache(spec.num_layers, batch, slots, kv_heads, spec.head_dim, dtype)
+
+
+def first_argmax(logits: jax.Array) -> jax.Array:
+    """int32 [B]: the first index of each row's maximum of logits [B, V] (jnp.argmax's token), as a max
+    and a min over the vocabulary: two reductions that XLA's CPU backend vectorises, 3x faster than
+    argmax's reduction of (value, index) pairs at [64, 8000]. A row with a NaN gives V - 1."""
+    vocab = logits.shape[-1]
+    best = jnp.max(logits, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(logits == best, jnp.arange(vocab, dtype=jnp.int32), vocab - 1), axis=-1)
 
 
 @partial(jax.jit, static_argnames=("module", "max_new_tokens"))
@@ -41,7 +49,7 @@ def _greedy(module, params, inputs: Inputs, intervention, eos_id, pad_id, max_ne
                                      cache=cache, cache_index=index)
         logits = module.apply({"params": params}, hidden[:, -1], method="logits")
         finite = jnp.all(jnp.isfinite(logits), axis=-1)
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32), finite, cache
+        return first_argmax(logits), finite, cache
 
     cache = init_cache(module.spec, module.dtype, batch, prompt_len + max_new_tokens)
     token, finite, cache = next_token(input_ids, key_mask, jnp.int32(0), cache)

@@ -50,6 +50,17 @@ def test_greedy_equals_transformers_generate(checkpoint, name):
     assert (stopped[0, NEW // 2 + 1:] == 0).all()
 
 
+def test_first_argmax_is_numpys_argmax():
+    """Ties (the first wins), all equal, -inf and +inf entries: the token jnp/np.argmax picks."""
+    logits = np.random.RandomState(0).randn(6, 50).astype(np.float32)
+    logits[1] = 0.5
+    logits[2, [3, 40]] = 9.0
+    logits[3, :45] = -np.inf
+    logits[4, [7, 9]] = np.inf
+    logits[5, -1] = 9.0
+    np.testing.assert_array_equal(generation.first_argmax(logits), np.argmax(logits, axis=-1))
+
+
 def test_greedy_rejects_right_padding(checkpoint):
     lm = lj.load_pretrained(checkpoint("bloom"))
     ids, mask = left_padded_prompts()

@@ -36,6 +36,9 @@ class Layout:
     keys and values, which `store` writes into every layer's slots at once after the last layer. (The
     scan over layers does not stack whole updated slices, which cost a copy of the cache per step:
     greedy decoding of 54 rows x 33 new tokens with the demo model, 186-193 ms against 221-249 ms.)
+    The cache is stored heads first, the keys transposed (`empty_cache`): the layout the attention's
+    einsums read, so that a decoding step does not copy every layer's cache into it (greedy decoding
+    of 64 rows x 24 new tokens with the demo model: 98-133 ms against 150-181 ms).
     Positions count real tokens only (0, 1, 2, ... from the mask), so left padding is exact. `packed`
     builds the layout of rows that hold several sequences each. Nothing outside `models` builds one:
     `CausalLM.__call__` does, from an attention mask or segment ids.
@@ -47,13 +50,13 @@ class Layout:
     token_mask: jax.Array  # [B, T]: 1 on the new real tokens, or [B, P, T]: one such row per sequence
     cache_index: jax.Array | None  # int32 scalar, or None without a cache
     lengths: jax.Array  # int32 [B, T]: per new token, the real tokens its sequence has by the end of this call
-    cache: tuple[jax.Array, jax.Array] | None = None  # keys and values [M, B, S, KV, hd] before this call
+    cache: tuple[jax.Array, jax.Array] | None = None  # keys [M, B, KV, hd, S], values [M, B, KV, S, hd]
 
     @classmethod
     def build(cls, key_mask: jax.Array, num_new: int, cache_index: jax.Array | None = None,
               cache: tuple[jax.Array, jax.Array] | None = None) -> "Layout":
         """key_mask [B, S] (1 = real token); num_new = T; cache_index None means S == T, index 0; `cache`
-        the keys and values [M, B, S, KV, hd] (with cache_index)."""
+        the keys and values before this call, as `empty_cache` lays them out (with cache_index)."""
         index = jnp.int32(0) if cache_index is None else cache_index
         key_positions = positions_from_mask(key_mask)
         query_slots = index + jnp.arange(num_new)
@@ -104,6 +107,14 @@ class Layout:
         near = self.key_positions[:, None, None, :] > self.query_positions[:, None, :, None] - window
         return self.mask & near
 
+    @staticmethod
+    def empty_cache(layers: int, batch: int, slots: int, kv_heads: int, head_dim: int, dtype: Any
+                    ) -> tuple[jax.Array, jax.Array]:
+        """Zeroed keys [M, B, KV, hd, S] and values [M, B, KV, S, hd] in `dtype`: per layer and kv head,
+        the keys as the score product's right operand and the values as the value product's."""
+        return (jnp.zeros((layers, batch, kv_heads, head_dim, slots), dtype),
+                jnp.zeros((layers, batch, kv_heads, slots, head_dim), dtype))
+
     def layers(self) -> jax.Array | None:
         """int32 [M]: each layer's index into the cache, what `layer_stack` hands each layer as its
         cache entry (None without a cache)."""
@@ -111,21 +122,24 @@ class Layout:
 
     def update(self, layer: jax.Array | None, k: jax.Array, v: jax.Array):
         """(keys, values, new): the keys and values to attend over, [B, S, KV, hd] with the new ones k, v
-        [B, T, KV, hd] in their slots of layer `layer`'s cache, and new = (k, v) in the cache's dtype
-        for `store` (without a cache: k, v and None)."""
+        [B, T, KV, hd] in their slots of layer `layer`'s cache, and new = (k, v) in the cache's layout
+        and dtype for `store` (without a cache: k, v and None). The keys and values are views of the
+        cache: the attention's own transposes to heads first cancel them."""
         if layer is None:
             return k, v, None
-        start = (0, self.cache_index, 0, 0)
-        new = tuple(x.astype(c.dtype) for x, c in zip((k, v), self.cache))
-        k_all, v_all = (jax.lax.dynamic_update_slice(jax.lax.dynamic_index_in_dim(c, layer, keepdims=False), x,
-                                                     start) for c, x in zip(self.cache, new))
-        return k_all, v_all, new
+        keys, values = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False) for c in self.cache)
+        new = (jnp.transpose(k, (0, 2, 3, 1)).astype(keys.dtype),  # [B, KV, hd, T]
+               jnp.transpose(v, (0, 2, 1, 3)).astype(values.dtype))  # [B, KV, T, hd]
+        keys = jax.lax.dynamic_update_slice(keys, new[0], (0, 0, 0, self.cache_index))
+        values = jax.lax.dynamic_update_slice(values, new[1], (0, 0, self.cache_index, 0))
+        return jnp.transpose(keys, (0, 3, 1, 2)), jnp.swapaxes(values, 1, 2), new
 
     def store(self, new: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """The cache with every layer's new keys and values, new [M, B, T, KV, hd] each (the layers'
-        `update` outputs, stacked), written into slots [cache_index, cache_index + T)."""
-        start = (0, 0, self.cache_index, 0, 0)
-        return tuple(jax.lax.dynamic_update_slice(c, x, start) for c, x in zip(self.cache, new))
+        """The cache with every layer's new keys [M, B, KV, hd, T] and values [M, B, KV, T, hd] (the
+        layers' `update` outputs, stacked) written into slots [cache_index, cache_index + T)."""
+        keys, values = self.cache
+        return (jax.lax.dynamic_update_slice(keys, new[0], (0, 0, 0, 0, self.cache_index)),
+                jax.lax.dynamic_update_slice(values, new[1], (0, 0, 0, self.cache_index, 0)))
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -154,7 +168,7 @@ def dot_product_attention(
     one (batch row, kv head) at a time (`_loop_over_heads`); "xla" and "cudnn" are
     jax.nn.dot_product_attention (cuDNN flash attention on CUDA GPUs, without softcap).
     """
-    name, reason = choose_implementation(implementation, q, k, v, softcap)
+    name, reason = choose_implementation(implementation, q, k, v, softcap, causal=causal)
     _log_choice(name, reason)
     t = q.shape[1]
     if causal and k.shape[1] != t and (name != "blocked" or t > QUERY_BLOCK):
@@ -178,13 +192,14 @@ def dot_product_attention(
 
 def choose_implementation(implementation: Implementation, q: Any, k: Any, v: Any,
                           softcap: float | None = None, platform: str | None = None,
-                          compute_capability: str | None = None) -> tuple[str, str]:
+                          compute_capability: str | None = None, causal: bool = True) -> tuple[str, str]:
     """(implementation, reason) that `dot_product_attention` runs for q, k, v (anything with .shape
     [B, T|S, H|KV, hd] and .dtype, e.g. jax.ShapeDtypeStruct).
 
     "blocked", "xla" and "cudnn" are taken as asked ("xla" and "cudnn" raise ValueError with a softcap).
     "auto" is "cudnn" where cuDNN flash attention supports the call: a CUDA GPU, q, k, v all bfloat16
-    or all float16, hd a multiple of 8 up to 128 (256 from compute capability 9.0), no softcap; else
+    or all float16, hd a multiple of 8 up to 128 (256 from compute capability 9.0), no softcap, and
+    `causal` (a call with a KV cache is not: it reads keys and values stored for the einsums); else
     "blocked", also on CPU where it beats jax.nn's "xla" (causal B=2, T=1024, H=16, hd=64, float32,
     2 shared cores: blocked 1.2-1.4x faster, best of 20: 97 ms against 137 ms). `platform` ("cpu",
     "cuda", "rocm", "tpu") and `compute_capability` ("9.0") default to the default backend's first device.
@@ -202,6 +217,8 @@ def choose_implementation(implementation: Implementation, q: Any, k: Any, v: Any
         platform, compute_capability = _platform()
     if platform != "cuda":
         return "blocked", f"no cuDNN on {platform}"
+    if not causal:
+        return "blocked", "a KV cache: its keys and values are stored as the blocked einsums read them"
     dtypes = {jnp.dtype(x.dtype) for x in (q, k, v)}
     if len(dtypes) != 1 or dtypes - {jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)}:
         return "blocked", f"cuDNN needs q, k, v all bfloat16 or all float16, not {sorted(map(str, dtypes))}"
@@ -537,7 +554,7 @@ class CausalLM(nn.Module):
 
     def __call__(self, input_ids, attention_mask=None, intervention=None, output: Output = "logits",
                  cache=None, cache_index=None, segment_ids=None, num_segments: int = 0):
-        """With a KV cache (k, v), each [M, B, S, KV, hd], `attention_mask` is the key mask [B, S]
+        """With a KV cache (k, v) (`Layout.empty_cache`), `attention_mask` is the key mask [B, S]
         over all slots, the T new tokens fill slots [cache_index, cache_index + T), and the result is
         (output, updated cache). Packed rows instead: `segment_ids` int [B, T] (0 = padding, 1..P the
         sequences of a row; `attention_mask` unused), no cache, and with `num_segments` P > 0 the
