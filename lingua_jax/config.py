@@ -91,6 +91,7 @@ def tiny_random(family: str) -> ml_collections.ConfigDict:
     c.ablation.text.kind = "bundled"
     c.ablation.seqlen = 64
     c.ablation.max_windows = 8
+    c.steer.max_windows = 2  # the perplexity cost of each steering edit
     c.xstorycloze.limit = 8
     c.generation.max_new_tokens = 8
     c.steer.max_new_tokens = 8
